@@ -1,0 +1,49 @@
+// Emulated Microsoft Graph v1.0 mail API for the mailboxes the sandbox hosts (GRAPH-FACTS section B).
+//
+// Socket-free: the HTTPS front end authenticates the bearer token, applies throttling and fault
+// injection, then calls handle() with the request and the validated token. Upload-session PUTs go to
+// handle_upload() (they carry no Authorization header, as in Outlook).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "graph/sandbox/http_types.h"
+#include "graph/sandbox/identity.h"
+#include "graph/sandbox/tenant.h"
+
+namespace gb::sandbox {
+
+class GraphApi {
+public:
+    // `tenant` is read live (mailboxes added later are served) and must outlive the GraphApi. Thread-safe:
+    // one mutex serialises every call.
+    GraphApi(const Tenant& tenant, const SandboxOptions& options, Clock clock);
+    ~GraphApi();
+    GraphApi(const GraphApi&) = delete;
+    GraphApi& operator=(const GraphApi&) = delete;
+
+    // Any request whose path starts with /v1.0/ . The token is already validated (signature, expiry).
+    HttpResponse handle(const HttpRequest& request, const AccessToken& token);
+
+    // PUT to an upload URL handed out by createUploadSession (path starts with /upload/).
+    HttpResponse handle_upload(const HttpRequest& request);
+
+    // The mailbox a /v1.0/users/{id}/... request addresses (lower-case address), or "" if none.
+    // Used by the front end for per-mailbox throttling.
+    std::string mailbox_of(const HttpRequest& request) const;
+
+    // Expire every delta token issued so far (next use answers 410 syncStateNotFound): fault tests.
+    void expire_delta_tokens();
+
+    // Test hook: number of messages in a mailbox folder by well-known name (e.g. "inbox", "sentitems").
+    std::size_t count_messages(std::string_view mailbox, std::string_view well_known_folder) const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gb::sandbox

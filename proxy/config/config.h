@@ -1,0 +1,131 @@
+// graphbridge configuration (PRODUCT.md "Configuration"): TOML read with toml++ into typed structs.
+//
+// The file is admin input, trusted for intent but not for typing: every key is declared; unknown
+// keys, wrong types, missing required keys, bad listen addresses, bad networks and unreadable files
+// are errors naming the file, line and dotted key. All problems are collected, not just the first.
+// Secrets are never in the file: only the name of the environment variable or file holding them.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/log.h"
+#include "common/secret.h"
+
+namespace gb::config {
+
+struct Problem {
+    std::string file;
+    std::uint32_t line = 0;  // 0 = unknown
+    std::string key;         // dotted path, e.g. "app.contoso.certificate.keystore"
+    std::string message;
+    std::string to_string() const;  // "file:line: key: message"
+};
+
+class ConfigError : public std::runtime_error {
+public:
+    explicit ConfigError(std::vector<Problem> problems);
+    const std::vector<Problem>& problems() const { return problems_; }
+
+private:
+    std::vector<Problem> problems_;
+};
+
+struct ListenAddress {
+    std::string host;  // IP literal (v4 or v6, without brackets)
+    std::uint16_t port = 0;
+    std::string to_string() const;
+    bool is_loopback() const;
+};
+
+struct Network {  // CIDR
+    std::string text;
+    int family = 0;  // AF_INET / AF_INET6
+    unsigned char addr[16] = {};
+    int prefix = 0;
+    bool contains(const std::string& ip) const;
+};
+
+struct CertificateConfig {
+    std::string keystore;
+    SecretSource password;
+    std::string alias;
+    std::string algorithm = "RS256";  // RS256 | PS256
+    std::string thumbprint = "x5t";   // x5t | x5t#S256
+    int assertion_lifetime = 300;     // seconds
+};
+
+struct AppConfig {
+    std::string name;
+    std::string tenant_id;
+    std::string client_id;
+    std::string cloud = "global";
+    std::string authority;       // resolved: override or the cloud's login host
+    std::string graph_url;       // resolved: override or the cloud's Graph root
+    std::string token_endpoint;  // resolved: override or authority + "/" + tenant + "/oauth2/v2.0/token"
+    std::string scope;           // resolved: override or graph_url + "/.default"
+    std::string ca_file;
+    SecretSource client_secret;
+    std::optional<CertificateConfig> certificate;
+};
+
+struct AccountConfig {
+    std::string login;
+    std::string password_hash;
+    std::string app;
+    std::string mailbox;
+    std::vector<std::string> send_as;  // defaults to {mailbox}
+};
+
+struct RelayConfig {
+    std::vector<Network> networks;
+    std::string app;
+    std::string mailbox;
+};
+
+struct ListenerSet {
+    std::vector<ListenAddress> listen;
+    std::vector<ListenAddress> tls_listen;
+};
+
+struct SmtpConfig : ListenerSet {
+    std::uint64_t max_message_size = 150ull * 1000 * 1000;
+};
+
+struct TlsConfig {
+    std::string cert;
+    std::string key;
+    std::string min_version = "1.2";
+};
+
+struct Config {
+    std::string path;
+    std::string state_dir = "/var/lib/graphbridge";
+    std::map<std::string, AppConfig> apps;
+    std::vector<AccountConfig> accounts;
+    std::vector<RelayConfig> relays;
+    SmtpConfig smtp;
+    ListenerSet imap;
+    ListenerSet pop3;
+    TlsConfig tls;
+    ListenAddress admin_listen;
+    log::Level log_level = log::Level::Info;
+    log::Format log_format = log::Format::Text;
+};
+
+// Reads and validates; throws ConfigError listing every problem.
+Config load(const std::string& path);
+
+// Exposed for tests and other modules.
+std::optional<ListenAddress> parse_listen(const std::string& text);
+std::optional<Network> parse_network(const std::string& text);
+std::optional<std::uint64_t> parse_size(const std::string& text);  // "150MB", "35MiB", "1048576"
+bool is_guid(const std::string& s);
+bool is_domain(const std::string& s);
+bool is_email(const std::string& s);
+
+}  // namespace gb::config

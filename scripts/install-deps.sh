@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything graphbridge needs to build, test and run its sandbox on Debian 12.
+# Idempotent: packages already present are left alone; safe to run as often as you like.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libboost-dev libboost-system-dev
+  libssl-dev openssl ca-certificates
+  libcurl4-openssl-dev curl
+  rapidjson-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev
+  libgtest-dev libgmock-dev
+  python3
+  default-jre-headless
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
