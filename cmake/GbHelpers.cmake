@@ -2,7 +2,7 @@
 
 function(gb_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-    -Wcast-align -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough
+    -Wcast-align -Wunused -Woverloaded-virtual -Wimplicit-fallthrough
     -Wformat=2)
   if(GB_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
