@@ -19,6 +19,7 @@ protected:
         std::filesystem::create_directories(dir_);
         std::ofstream(dir_ + "/app.pem") << "not parsed here\n";
     }
+    void TearDown() override { std::filesystem::remove_all(dir_); }
     std::string write(const std::string& text) {
         std::string path = dir_ + "/graphbridge.toml";
         std::ofstream(path) << text;
