@@ -7,25 +7,11 @@
 #include <random>
 
 #include "auth/crypto.h"
+#include "common/text.h"
 #include "graph/api/errors.h"
 
 namespace gb::auth {
 namespace {
-
-std::string form_encode(std::string_view in) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : in) {
-        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-            out.push_back(static_cast<char>(c));
-        } else {
-            out.push_back('%');
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 15]);
-        }
-    }
-    return out;
-}
 
 std::int64_t system_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -101,8 +87,8 @@ std::string explain_token_error(const TokenBrokerConfig& c, long status, const s
     if (status == 429 || status >= 500)
         return fmt::format("the identity platform is unavailable (HTTP {}); retrying with backoff", status);
     std::string code = codes.empty() ? std::string() : fmt::format(" (AADSTS{})", codes.front());
-    return fmt::format("the token request was refused: {}{} (HTTP {})", error.empty() ? "unknown error" : error, code,
-                       status);
+    std::string what = error.empty() || error.rfind("HTTP ", 0) == 0 ? "unexpected response" : error;
+    return fmt::format("the token request was refused: {}{} (HTTP {})", what, code, status);
 }
 
 TokenBroker::TokenBroker(TokenBrokerConfig config, TokenTransport transport, Clock clock, BrokerTiming timing)
@@ -134,7 +120,7 @@ bool TokenBroker::usable(std::int64_t now) const {
 }
 
 std::string TokenBroker::build_request_body(std::int64_t now_s) const {
-    std::string body = "client_id=" + form_encode(config_.client_id) + "&scope=" + form_encode(config_.scope) +
+    std::string body = "client_id=" + url_encode(config_.client_id) + "&scope=" + url_encode(config_.scope) +
                        "&grant_type=client_credentials";
     if (config_.certificate) {
         const auto& cert = *config_.certificate;
@@ -147,10 +133,10 @@ std::string TokenBroker::build_request_body(std::int64_t now_s) const {
         p.now = now_s;
         p.lifetime = cert.assertion_lifetime;
         p.extra_claims_json = cert.extra_claims_json;
-        body += "&client_assertion_type=" + form_encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+        body += "&client_assertion_type=" + url_encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
         body += "&client_assertion=" + make_client_assertion(p, cert.key.get());
     } else if (config_.client_secret) {
-        body += "&client_secret=" + form_encode(config_.client_secret->reveal());
+        body += "&client_secret=" + url_encode(config_.client_secret->reveal());
     }
     return body;
 }

@@ -2,6 +2,8 @@
 
 #include <cctype>
 
+#include "common/text.h"
+
 namespace gb::sandbox {
 
 bool iequals(std::string_view a, std::string_view b) {
@@ -110,19 +112,6 @@ std::optional<std::vector<std::pair<std::string, std::string>>> parse_form(std::
     return out;
 }
 
-std::string percent_encode(std::string_view in) {
-    static const char* hex = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : in) {
-        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-            out.push_back(static_cast<char>(c));
-        } else {
-            out.push_back('%');
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 15]);
-        }
-    }
-    return out;
-}
+std::string percent_encode(std::string_view in) { return url_encode(in); }
 
 }  // namespace gb::sandbox

@@ -195,6 +195,8 @@ struct Identity::Impl {
     std::atomic<std::uint64_t> requests{0};
     std::atomic<std::uint64_t> issued{0};
     std::map<std::string, std::int64_t> seen_jti;  // "<client_id lower>\n<jti>" -> forget after (exp + skew)
+    mutable std::map<std::string, std::int64_t> issued_uti;  // uti -> exp of tokens still valid (for revocation)
+    std::map<std::string, std::int64_t> revoked_uti;  // uti -> exp of revoked tokens
 
     std::string graph_resource() const {
         std::string r = options.graph_base;
@@ -271,7 +273,11 @@ struct Identity::Impl {
             }
             put(w, "sub", oid);
             put(w, "tid", tenant.tenant_id);
-            put(w, "uti", auth::base64url_encode(auth::random_bytes(16)));
+            std::string uti = auth::base64url_encode(auth::random_bytes(16));
+            for (auto it = issued_uti.begin(); it != issued_uti.end();)
+                it = it->second <= now ? issued_uti.erase(it) : std::next(it);
+            issued_uti[uti] = now + options.token_lifetime;
+            put(w, "uti", uti);
             w.EndObject();
         }
         return auth::sign_jws(auth::JwsAlg::RS256, signing_key.get(),
@@ -754,6 +760,11 @@ std::variant<AccessToken, TokenRejection> Identity::validate_bearer(
         return reject("Lifetime validation failed, the token is not yet valid.");
     const rapidjson::Value* appid = get_string(claims, "appid");
     if (!appid) return reject("Access token validation failure. Missing appid claim.");
+    if (const rapidjson::Value* uti = get_string(claims, "uti")) {
+        std::lock_guard lock(impl_->mu);
+        if (impl_->revoked_uti.count(std::string(sv(*uti))))
+            return reject("Access token validation failure. The token has been revoked.");
+    }
 
     AccessToken out;
     out.app_id = std::string(sv(*appid));
@@ -764,6 +775,15 @@ std::variant<AccessToken, TokenRejection> Identity::validate_bearer(
         for (const auto& r : roles->value.GetArray())
             if (r.IsString()) out.roles.emplace_back(sv(r));
     return out;
+}
+
+void Identity::revoke_issued_tokens() {
+    std::lock_guard lock(impl_->mu);
+    std::int64_t now = impl_->clock();
+    for (auto it = impl_->revoked_uti.begin(); it != impl_->revoked_uti.end();)
+        it = it->second <= now ? impl_->revoked_uti.erase(it) : std::next(it);
+    impl_->revoked_uti.insert(impl_->issued_uti.begin(), impl_->issued_uti.end());
+    impl_->issued_uti.clear();
 }
 
 std::uint64_t Identity::token_requests() const {

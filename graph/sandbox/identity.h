@@ -56,6 +56,10 @@ public:
     // Returns the claims, or the reason it was refused.
     std::variant<AccessToken, TokenRejection> validate_bearer(std::optional<std::string_view> authorization);
 
+    // Every access token issued so far is refused by validate_bearer from now on (tests of the
+    // bridge's refresh-after-401 path).
+    void revoke_issued_tokens();
+
     // Number of token requests answered (any outcome) and tokens issued: tests read these.
     std::uint64_t token_requests() const;
     std::uint64_t tokens_issued() const;

@@ -144,6 +144,8 @@ SandboxSetup provision(const std::string& dir, std::uint16_t port) {
                          0600);
         auth::write_file(d / "app.cer", auth::cert_to_der(app_cert.get()), 0644);
         auth::write_file(d / "client-secret", generate_password() + generate_password(), 0600);
+        // A second secret that expired long ago: lets tests and admins see AADSTS7000222.
+        auth::write_file(d / "client-secret-expired", generate_password() + generate_password(), 0600);
 
         s.accounts = {{"alice", generate_password(), "alice@sandbox.test"},
                       {"bob", generate_password(), "bob@sandbox.test"},
@@ -183,6 +185,11 @@ SandboxSetup provision(const std::string& dir, std::uint16_t port) {
     std::string secret = auth::read_file(d / "client-secret");
     while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
     app.secrets.push_back({secret_id, secret, 0});
+    if (fs::exists(d / "client-secret-expired")) {
+        std::string expired = auth::read_file(d / "client-secret-expired");
+        app.secrets.push_back({auth::hex_lower(auth::sha256(secret_id)).substr(0, 8) + secret_id.substr(8), expired,
+                               1'600'000'000});  // September 2020
+    }
     app.roles = {"Mail.Send", "Mail.ReadWrite"};
     s.tenant.apps.push_back(app);
 

@@ -5,7 +5,8 @@
 // Layout of DIR (keys 0600):
 //   ca.pem ca.key.pem server.pem server.key.pem token-signing.key.pem   the emulated tenant's PKI
 //   app.pem (key + certificate) app.cer (DER, what you would upload)     the app's credential
-//   client-secret                                                        the app's secret value
+//   client-secret, client-secret-expired                                 the app's secret values (the second
+//                                                                        expired in 2020)
 //   sandbox.json                                                         tenant, app and account facts
 //   graphbridge.toml                                                     the bridge config
 //   state/                                                               the bridge's state_dir

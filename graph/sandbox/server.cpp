@@ -15,6 +15,7 @@
 #include <openssl/ssl.h>
 #include <rapidjson/document.h>
 
+#include <ctime>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -23,6 +24,7 @@
 
 #include "auth/crypto.h"
 #include "common/log.h"
+#include "common/text.h"
 
 namespace gb::sandbox {
 
@@ -40,10 +42,18 @@ std::int64_t unix_now() {
         .count();
 }
 
+std::string iso_now() {
+    std::time_t t = static_cast<std::time_t>(unix_now());
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                       tm.tm_min, tm.tm_sec);
+}
+
 HttpResponse graph_error(int status, std::string_view code, std::string_view message) {
     std::string id = auth::uuid_v4();
     auto r = HttpResponse::json(status, fmt::format(R"({{"error":{{"code":"{}","message":"{}","innerError":{{"request-id":"{}","date":"{}"}}}}}})",
-                                                    code, message, id, unix_now()));
+                                                    code, message, id, iso_now()));
     r.set_header("request-id", id);
     return r;
 }
@@ -69,6 +79,7 @@ struct SandboxServer::Impl {
     std::map<std::string, int> in_flight;  // per mailbox
     int graph_latency_ms = 0;
     ServerStats stats;
+    std::atomic<std::int64_t> clock_offset_s{0};  // shifts the sandbox's clock (assertion time checks)
 
     std::optional<Fault> take_fault(Fault::Target target) {
         std::lock_guard lock(mutex);
@@ -121,8 +132,12 @@ struct SandboxServer::Impl {
             if (kind == "status" || kind.empty()) f.kind = Fault::Kind::Status;
             else if (kind == "reset") f.kind = Fault::Kind::Reset;
             else if (kind == "delay") f.kind = Fault::Kind::Delay;
-            else return graph_error(400, "BadRequest", "kind must be status, reset or delay");
-            f.status = num("status", 503);
+            else if (kind == "aadsts") f.kind = Fault::Kind::Aadsts;
+            else return graph_error(400, "BadRequest", "kind must be status, reset, delay or aadsts");
+            f.aadsts = doc.HasMember("code") && doc["code"].IsInt64() ? doc["code"].GetInt64() : 0;
+            if (f.kind == Fault::Kind::Aadsts && (f.aadsts <= 0 || f.target != Fault::Target::Token))
+                return graph_error(400, "BadRequest", "kind aadsts needs target token and a positive code");
+            f.status = num("status", f.kind == Fault::Kind::Aadsts ? 400 : 503);
             f.retry_after = num("retry_after", 0);
             f.delay_ms = num("delay_ms", 0);
             count = num("count", 1);
@@ -141,6 +156,35 @@ struct SandboxServer::Impl {
                 std::lock_guard lock(mutex);
                 graph_latency_ms = std::clamp(doc["graph_latency_ms"].GetInt(), 0, 60000);
             }
+            if (doc.HasMember("clock_offset_s") && doc["clock_offset_s"].IsInt64())
+                clock_offset_s = std::clamp<std::int64_t>(doc["clock_offset_s"].GetInt64(), -86400 * 365, 86400 * 365);
+            return HttpResponse::empty(204);
+        }
+        if (path.rfind("/sandbox/apps/", 0) == 0 && req.method == "POST") {
+            std::string client_id(path.substr(std::string_view("/sandbox/apps/").size()));
+            rapidjson::Document doc;
+            doc.Parse(req.body.data(), req.body.size());
+            if (doc.HasParseError() || !doc.IsObject()) return graph_error(400, "BadRequest", "body must be a JSON object");
+            bool found = false;
+            identity->update_tenant([&](Tenant& t) {
+                for (auto& app : t.apps) {
+                    if (app.client_id != client_id) continue;
+                    found = true;
+                    if (doc.HasMember("enabled") && doc["enabled"].IsBool()) app.enabled = doc["enabled"].GetBool();
+                    if (doc.HasMember("public_client") && doc["public_client"].IsBool())
+                        app.public_client = doc["public_client"].GetBool();
+                    if (doc.HasMember("roles") && doc["roles"].IsArray()) {
+                        app.roles.clear();
+                        for (const auto& r : doc["roles"].GetArray())
+                            if (r.IsString()) app.roles.emplace_back(r.GetString());
+                    }
+                }
+            });
+            if (!found) return graph_error(404, "ResourceNotFound", "no app with that client id");
+            return HttpResponse::empty(204);
+        }
+        if (path == "/sandbox/tokens/revoke" && req.method == "POST") {
+            identity->revoke_issued_tokens();
             return HttpResponse::empty(204);
         }
         if (path == "/sandbox/delta/expire" && req.method == "POST") {
@@ -148,6 +192,19 @@ struct SandboxServer::Impl {
             return HttpResponse::empty(204);
         }
         return graph_error(404, "ResourceNotFound", "unknown sandbox admin route");
+    }
+
+    HttpResponse aadsts_response(const Fault& f) const {
+        std::string trace = auth::uuid_v4(), correlation = auth::uuid_v4();
+        std::string ts = utc_time(unix_now());
+        std::string error = f.status == 401 ? "invalid_client" : "invalid_request";
+        auto r = HttpResponse::json(
+            f.status,
+            fmt::format(R"({{"error":"{}","error_description":"AADSTS{}: Injected by the sandbox.\r\nTrace ID: {}\r\nCorrelation ID: {}\r\nTimestamp: {}","error_codes":[{}],"timestamp":"{}","trace_id":"{}","correlation_id":"{}","error_uri":"{}/error?code={}"}})",
+                        error, f.aadsts, trace, correlation, ts, f.aadsts, ts, trace, correlation, options.login_base,
+                        f.aadsts));
+        r.set_header("Cache-Control", "no-store, no-cache");
+        return r;
     }
 
     static HttpResponse fault_response(const Fault& f) {
@@ -179,6 +236,7 @@ struct SandboxServer::Impl {
                 reset = true;
                 co_return HttpResponse{};
             }
+            if (f->kind == Fault::Kind::Aadsts) co_return aadsts_response(*f);
             if (f->kind == Fault::Kind::Delay) {
                 asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(f->delay_ms));
                 co_await t.async_wait(use_awaitable);
@@ -346,7 +404,7 @@ void SandboxServer::start(const std::string& bind_address, std::uint16_t port, i
     std::string base = fmt::format("https://{}:{}", host, d.port);
     if (d.options.login_base.empty()) d.options.login_base = base;
     if (d.options.graph_base.empty()) d.options.graph_base = base;
-    Clock clock = [] { return unix_now(); };
+    Clock clock = [&d] { return unix_now() + d.clock_offset_s.load(); };
     d.identity = std::make_unique<Identity>(d.tenant, d.options, d.credentials.token_signing_key_pem, clock);
     d.graph = std::make_unique<GraphApi>(d.tenant, d.options, clock);
 

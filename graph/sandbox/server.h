@@ -9,7 +9,11 @@
 //   POST /sandbox/faults                        {"target":"token|graph|upload|any","kind":"status|reset|delay",
 //                                                "status":429|503|504,"count":N,"retry_after":S,"delay_ms":MS}
 //   DELETE /sandbox/faults                      clear queued faults
-//   POST /sandbox/settings                      {"graph_latency_ms":MS}: hold each Graph request (throttling tests)
+//   POST /sandbox/faults {"target":"token","kind":"aadsts","code":N[,"status":400|401]}: an identity error
+//   POST /sandbox/settings                      {"graph_latency_ms":MS,"clock_offset_s":S}: hold each Graph
+//                                                request (throttling tests); shift the sandbox clock
+//   POST /sandbox/apps/{client_id}              {"enabled":B,"public_client":B,"roles":[...]}: change the app
+//   POST /sandbox/tokens/revoke                 every access token issued so far answers 401 from now on
 //   POST /sandbox/delta/expire                  expire every delta token issued so far
 // The admin API is unauthenticated: the server only ever binds loopback addresses.
 // Hostile input: everything on the socket. Limits: header 16 KiB, body options.max_request_body (413),
@@ -35,10 +39,11 @@ struct ServerCredentials {
 
 struct Fault {
     enum class Target { Token, Graph, Upload, Any } target = Target::Any;
-    enum class Kind { Status, Reset, Delay } kind = Kind::Status;
+    enum class Kind { Status, Reset, Delay, Aadsts } kind = Kind::Status;
     int status = 503;
     int retry_after = 0;  // seconds; 0 = no Retry-After header
     int delay_ms = 0;
+    std::int64_t aadsts = 0;  // Kind::Aadsts: answer the token request with this AADSTS code
 };
 
 struct ServerStats {

@@ -1,0 +1,17 @@
+// Small text helpers shared by the CLI, the token broker and the sandbox.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace gb {
+
+// RFC 3986 percent-encoding of everything but unreserved characters (ALPHA DIGIT - . _ ~), plus the
+// characters in `keep` (e.g. "@" for a mailbox in a URL path). Also right for form field values.
+std::string url_encode(std::string_view in, std::string_view keep = {});
+
+// "2026-11-29 05:03:50Z" (UTC) from unix seconds.
+std::string utc_time(std::int64_t unix_seconds);
+
+}  // namespace gb
