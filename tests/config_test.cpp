@@ -211,3 +211,24 @@ TEST(ConfigParsers, Values) {
     EXPECT_FALSE(v6->contains("fe80::1"));
     EXPECT_FALSE(v6->contains("10.0.0.1"));
 }
+
+TEST_F(ConfigTest, KeyPasswordCertFileAndExtraClaims) {
+    std::ofstream(dir_ + "/app.cer") << "cert\n";
+    std::string text = kValid;
+    text.insert(text.find("\n[[account]]"),
+                "key_password_env = \"KEY_PW\"\ncert_file = \"app.cer\"\n[app.contoso.certificate.claims]\n"
+                "purpose = \"graph \\\"bridge\\\"\"\nversion = 2\n");
+    Config c = load(write(text));
+    const auto& cert = *c.apps.at("contoso").certificate;
+    EXPECT_EQ(cert.key_password.kind, gb::SecretSource::Kind::Env);
+    EXPECT_EQ(cert.key_password.name, "KEY_PW");
+    EXPECT_EQ(cert.cert_file, dir_ + "/app.cer");
+    EXPECT_EQ(cert.extra_claims_json, R"({"purpose":"graph \"bridge\"","version":2})");
+
+    std::string bad = kValid;
+    bad.insert(bad.find("\n[[account]]"), "[app.contoso.certificate.claims]\naud = \"elsewhere\"\nlist = [1]\n");
+    auto p = problems(bad);
+    ASSERT_EQ(p.size(), 2u);
+    EXPECT_EQ(p[0].key, "app.contoso.certificate.claims.aud");
+    EXPECT_EQ(p[1].key, "app.contoso.certificate.claims.list");
+}

@@ -14,6 +14,7 @@
 #include "graph/sandbox/provision.h"
 #include "graph/sandbox/server.h"
 #include "tests/support/https_client.h"
+#include "tests/support/test_sandbox.h"
 
 using namespace gb;
 using gb::test::HttpCall;
@@ -26,33 +27,26 @@ std::int64_t now() { return static_cast<std::int64_t>(std::time(nullptr)); }
 class SandboxServerTest : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new std::string(::testing::TempDir() + "/gb_sandbox_" + std::to_string(::getpid()));
-        std::filesystem::remove_all(*dir_);
-        setup_ = new sandbox::SandboxSetup(sandbox::provision(*dir_, 0));
-        server_ = new sandbox::SandboxServer(setup_->tenant, {}, setup_->credentials);
-        server_->start("127.0.0.1", 0);
-        app_key_ = new auth::PKey(auth::load_private_key_pem(*dir_ + "/app.pem"));
-        auto cert = auth::load_cert(*dir_ + "/app.pem");
+        sb_ = new gb::test::TestSandbox("sandbox_server");
+        app_key_ = new auth::PKey(auth::load_private_key_pem(sb_->tenant_dir() + "/app.pem"));
+        auto cert = auth::load_cert(sb_->tenant_dir() + "/app.pem");
         app_der_ = new std::string(auth::cert_to_der(cert.get()));
+        server_ = &sb_->server();
     }
     static void TearDownTestSuite() {
-        server_->stop();
-        delete server_;
-        delete setup_;
         delete app_key_;
         delete app_der_;
-        std::filesystem::remove_all(*dir_);
-        delete dir_;
+        delete sb_;
     }
     void SetUp() override {
         server_->clear_faults();
         server_->set_graph_latency_ms(0);
     }
 
-    static std::string base() { return "https://127.0.0.1:" + std::to_string(server_->port()); }
-    static std::string ca() { return *dir_ + "/ca.pem"; }
-    static std::string token_url() { return base() + "/" + setup_->tenant.tenant_id + "/oauth2/v2.0/token"; }
-    static const sandbox::App& app() { return setup_->tenant.apps.front(); }
+    static std::string base() { return sb_->base(); }
+    static std::string ca() { return sb_->ca(); }
+    static std::string token_url() { return sb_->token_url(); }
+    static const sandbox::App& app() { return sb_->app(); }
 
     static std::string assertion(auth::JwsAlg alg = auth::JwsAlg::RS256,
                                  auth::ThumbprintHeader tp = auth::ThumbprintHeader::X5t) {
@@ -109,15 +103,13 @@ protected:
         return out;
     }
 
-    static std::string* dir_;
-    static sandbox::SandboxSetup* setup_;
+    static gb::test::TestSandbox* sb_;
     static sandbox::SandboxServer* server_;
     static auth::PKey* app_key_;
     static std::string* app_der_;
 };
 
-std::string* SandboxServerTest::dir_;
-sandbox::SandboxSetup* SandboxServerTest::setup_;
+gb::test::TestSandbox* SandboxServerTest::sb_;
 sandbox::SandboxServer* SandboxServerTest::server_;
 auth::PKey* SandboxServerTest::app_key_;
 std::string* SandboxServerTest::app_der_;
@@ -125,14 +117,14 @@ std::string* SandboxServerTest::app_der_;
 }  // namespace
 
 TEST_F(SandboxServerTest, ProvisioningIsStableAcrossRuns) {
-    auto again = sandbox::provision(*dir_, 0);
+    auto again = sandbox::provision(sb_->tenant_dir(), 0);
     EXPECT_FALSE(again.created);
-    EXPECT_TRUE(setup_->created);
-    EXPECT_EQ(again.tenant.tenant_id, setup_->tenant.tenant_id);
+    EXPECT_TRUE(sb_->setup().created);
+    EXPECT_EQ(again.tenant.tenant_id, sb_->setup().tenant.tenant_id);
     EXPECT_EQ(again.tenant.apps.front().client_id, app().client_id);
     EXPECT_EQ(again.accounts.size(), 3u);
-    EXPECT_EQ(again.accounts[0].password, setup_->accounts[0].password);
-    auto perms = std::filesystem::status(*dir_ + "/app.pem").permissions();
+    EXPECT_EQ(again.accounts[0].password, sb_->setup().accounts[0].password);
+    auto perms = std::filesystem::status(sb_->tenant_dir() + "/app.pem").permissions();
     EXPECT_EQ(perms & (std::filesystem::perms::group_all | std::filesystem::perms::others_all),
               std::filesystem::perms::none);
 }
@@ -173,7 +165,7 @@ TEST_F(SandboxServerTest, ForgedAssertionsGetAadstsErrors) {
     EXPECT_EQ(forged.status, 401);
     EXPECT_EQ(aadsts(forged.body), std::vector<std::int64_t>{700027}) << forged.body;
 
-    p.audience = "https://login.microsoftonline.com/" + setup_->tenant.tenant_id + "/oauth2/v2.0/token";
+    p.audience = "https://login.microsoftonline.com/" + sb_->setup().tenant.tenant_id + "/oauth2/v2.0/token";
     auto aud = token_request(auth::make_client_assertion(p, app_key_->get()));
     EXPECT_EQ(aadsts(aud.body), std::vector<std::int64_t>{50012}) << aud.body;
 

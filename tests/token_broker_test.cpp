@@ -12,9 +12,9 @@
 #include "auth/crypto.h"
 #include "auth/jwt.h"
 #include "auth/token_broker.h"
+#include "graph/http/graph_client.h"
 #include "graph/http/token_transport.h"
-#include "graph/sandbox/provision.h"
-#include "graph/sandbox/server.h"
+#include "tests/support/test_sandbox.h"
 
 using namespace gb;
 using namespace gb::auth;
@@ -257,42 +257,32 @@ TEST(TokenBrokerExplain, EachAadstsCodeNamesItsCauseAndFix) {
 class BrokerSandboxTest : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        dir_ = new std::string(::testing::TempDir() + "/gb_broker_" + std::to_string(::getpid()));
-        std::filesystem::remove_all(*dir_);
-        setup_ = new sandbox::SandboxSetup(sandbox::provision(*dir_, 0));
-        server_ = new sandbox::SandboxServer(setup_->tenant, {}, setup_->credentials);
-        server_->start("127.0.0.1", 0);
+        sb_ = new test::TestSandbox("broker");
+        server_ = &sb_->server();
         http::ClientOptions o;
-        o.ca_file = *dir_ + "/ca.pem";
+        o.ca_file = sb_->ca();
         client_ = new http::Client(o);
     }
     static void TearDownTestSuite() {
         delete client_;
-        server_->stop();
-        delete server_;
-        delete setup_;
-        std::filesystem::remove_all(*dir_);
-        delete dir_;
+        delete sb_;
     }
     static TokenBrokerConfig config(JwsAlg alg, ThumbprintHeader tp) {
         TokenBrokerConfig c;
         c.app_name = "sandbox";
-        c.client_id = setup_->tenant.apps.front().client_id;
-        c.tenant = setup_->tenant.tenant_id;
-        std::string base = "https://127.0.0.1:" + std::to_string(server_->port());
-        c.token_endpoint = base + "/" + c.tenant + "/oauth2/v2.0/token";
-        c.scope = base + "/.default";
-        auto cert = load_cert(*dir_ + "/app.pem");
-        c.certificate = make_cred(load_private_key_pem(*dir_ + "/app.pem"), cert_to_der(cert.get()), alg, tp);
+        c.client_id = sb_->app().client_id;
+        c.tenant = sb_->setup().tenant.tenant_id;
+        c.token_endpoint = sb_->token_url();
+        c.scope = sb_->base() + "/.default";
+        auto cert = load_cert(sb_->tenant_dir() + "/app.pem");
+        c.certificate = make_cred(load_private_key_pem(sb_->tenant_dir() + "/app.pem"), cert_to_der(cert.get()), alg, tp);
         return c;
     }
-    static std::string* dir_;
-    static sandbox::SandboxSetup* setup_;
+    static test::TestSandbox* sb_;
     static sandbox::SandboxServer* server_;
     static http::Client* client_;
 };
-std::string* BrokerSandboxTest::dir_;
-sandbox::SandboxSetup* BrokerSandboxTest::setup_;
+test::TestSandbox* BrokerSandboxTest::sb_;
 sandbox::SandboxServer* BrokerSandboxTest::server_;
 http::Client* BrokerSandboxTest::client_;
 
@@ -343,4 +333,37 @@ TEST_F(BrokerSandboxTest, UnreachableEndpointIsATransientFailure) {
     ASSERT_TRUE(std::holds_alternative<TokenFailure>(r));
     EXPECT_TRUE(std::get<TokenFailure>(r).transient);
     EXPECT_NE(std::get<TokenFailure>(r).explanation.find("cannot reach"), std::string::npos);
+}
+
+TEST_F(BrokerSandboxTest, GraphRefusesTheTokenOnceThenOneRefreshAndOneRetry) {
+    TokenBroker broker(config(JwsAlg::RS256, ThumbprintHeader::X5t), http::make_token_transport(*client_));
+    http::GraphClient graph(*client_, broker, sb_->base());
+    http::Request req;
+    req.url = "/v1.0/users/alice@sandbox.test/mailFolders/inbox";
+    auto first = graph.call(req);
+    ASSERT_EQ(first.response.status, 200) << first.response.body;
+    EXPECT_FALSE(first.retried_after_401);
+    EXPECT_EQ(broker.requests_sent(), 1u);
+
+    server_->identity().revoke_issued_tokens();
+    auto before = server_->stats();
+    auto second = graph.call(req);
+    EXPECT_EQ(second.response.status, 200) << second.response.body;
+    EXPECT_TRUE(second.retried_after_401);
+    EXPECT_EQ(broker.requests_sent(), 2u);
+    auto after = server_->stats();
+    EXPECT_EQ(after.token_requests - before.token_requests, 1u);
+    EXPECT_EQ(after.graph_requests - before.graph_requests, 2u);
+
+    // A token that keeps being refused is replaced once and retried once, not forever.
+    sandbox::Fault f;
+    f.target = sandbox::Fault::Target::Graph;
+    f.status = 401;
+    server_->inject(f, 5);
+    auto tokens_before = server_->stats().token_requests;
+    auto stale = graph.call(req);
+    EXPECT_EQ(stale.response.status, 401);
+    EXPECT_TRUE(stale.retried_after_401);
+    EXPECT_EQ(server_->stats().token_requests - tokens_before, 1u);
+    server_->clear_faults();
 }

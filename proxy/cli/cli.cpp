@@ -10,6 +10,8 @@
 #include <map>
 
 #include "auth/password.h"
+#include "proxy/cli/cert.h"
+#include "proxy/cli/check.h"
 #include "common/log.h"
 #include "graph/sandbox/provision.h"
 #include "graph/sandbox/server.h"
@@ -228,9 +230,18 @@ int run(const std::vector<std::string>& args, std::istream& in, std::ostream& ou
         }
         return sandbox(o, out, err);
     }
-    if (cmd == "serve" || cmd == "check" || cmd == "cert" || cmd == "queue" || cmd.rfind("--config", 0) == 0) {
-        err << fmt::format("graphbridge {}: not available in this build yet (the bridge front ends, token broker "
-                           "and spool are being built; see the README)\n", cmd);
+    if (cmd == "check") {
+        Options o = parse_options(args, 1, {"config"});
+        if (!o.error.empty() || !o.positional.empty() || !o.values.count("config")) {
+            err << "usage: graphbridge check --config FILE\n";
+            return 2;
+        }
+        return run_check(o.values.at("config"), out, err);
+    }
+    if (cmd == "cert") return run_cert(std::vector<std::string>(args.begin() + 1, args.end()), out, err);
+    if (cmd == "serve" || cmd == "queue" || cmd.rfind("--config", 0) == 0) {
+        err << fmt::format("graphbridge {}: not available in this build yet (the SMTP/IMAP/POP3 front ends and the "
+                           "spool are being built; see the README)\n", cmd);
         return 2;
     }
     err << "graphbridge: unknown command '" << cmd << "'\n" << kUsage;

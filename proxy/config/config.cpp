@@ -387,6 +387,48 @@ void read_app(const std::string& name, const toml::table& t, const std::string& 
             if (!readable(cert.keystore)) c.problem("keystore", "cannot read keystore '" + cert.keystore + "'");
         }
         read_secret_source(c, "password_env", "password_file", cert.password);
+        read_secret_source(c, "key_password_env", "key_password_file", cert.key_password);
+        if (auto cf = c.str("cert_file", false); cf && !cf->empty()) {
+            cert.cert_file = resolve(*cf);
+            if (!readable(cert.cert_file)) c.problem("cert_file", "cannot read certificate '" + cert.cert_file + "'");
+        }
+        if (const toml::table* claims = c.table("claims")) {
+            static const std::set<std::string> reserved = {"aud", "iss", "sub", "jti", "nbf", "iat", "exp"};
+            std::string json = "{";
+            for (auto&& [k, v] : *claims) {
+                std::string key(k.str());
+                auto line = static_cast<std::uint32_t>(k.source().begin.line);
+                std::string path = "app." + name + ".certificate.claims." + key;
+                if (reserved.count(key)) {
+                    problems.push_back({file, line, path, "is set by graphbridge and cannot be overridden"});
+                    continue;
+                }
+                std::string value;
+                if (v.is_string()) {
+                    value = "\"";
+                    for (char ch : v.as_string()->get()) {
+                        if (ch == '"' || ch == '\\') value.push_back('\\');
+                        if (static_cast<unsigned char>(ch) < 0x20) continue;
+                        value.push_back(ch);
+                    }
+                    value += "\"";
+                } else if (v.is_integer()) {
+                    value = std::to_string(v.as_integer()->get());
+                } else if (v.is_boolean()) {
+                    value = v.as_boolean()->get() ? "true" : "false";
+                } else {
+                    problems.push_back({file, line, path, "must be a string, integer or boolean"});
+                    continue;
+                }
+                std::string escaped_key;
+                for (char ch : key) {
+                    if (ch == '"' || ch == '\\') escaped_key.push_back('\\');
+                    escaped_key.push_back(ch);
+                }
+                json += (json.size() > 1 ? "," : "") + std::string("\"") + escaped_key + "\":" + value;
+            }
+            cert.extra_claims_json = json + "}";
+        }
         cert.alias = c.str("alias", false).value_or("");
         if (auto a = c.str("algorithm", false)) {
             if (*a != "RS256" && *a != "PS256") c.problem("algorithm", "must be RS256 or PS256");

@@ -53,10 +53,13 @@ struct Network {  // CIDR
 struct CertificateConfig {
     std::string keystore;
     SecretSource password;
+    SecretSource key_password;  // JKS: when the key password differs from the store password
+    std::string cert_file;      // PEM: the certificate, when it is not in the keystore file
     std::string alias;
     std::string algorithm = "RS256";  // RS256 | PS256
     std::string thumbprint = "x5t";   // x5t | x5t#S256
     int assertion_lifetime = 300;     // seconds
+    std::string extra_claims_json;    // [app.X.certificate.claims] as a JSON object, "" if none
 };
 
 struct AppConfig {
