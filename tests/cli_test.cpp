@@ -169,3 +169,44 @@ TEST(Cli, SandboxStartsAnswersCurlAndStopsOnCtrlC) {
     fs::remove(out);
     fs::remove(curl_out);
 }
+
+TEST(Cli, CertNewWritesWhatThePortalAndJavaNeedAndCertShowAgrees) {
+    std::string dir = ::testing::TempDir() + "/gb_cert_new_" + std::to_string(::getpid());
+    fs::remove_all(dir);
+    CliRun made = run("cert new --out " + dir + " --cn scanner-app --days 400");
+    ASSERT_EQ(made.status, 0) << made.err;
+    for (const char* f : {"graphbridge.pem", "graphbridge.cer", "graphbridge.p12", "graphbridge.p12.password"})
+        EXPECT_TRUE(fs::exists(dir + "/" + f)) << f;
+    auto perms = fs::status(dir + "/graphbridge.pem").permissions();
+    EXPECT_EQ(perms & (fs::perms::group_all | fs::perms::others_all), fs::perms::none);
+
+    // The printed portal thumbprint is openssl's SHA-1 fingerprint of the .cer to upload.
+    std::string fp_file = dir + "/fp";
+    ASSERT_EQ(std::system(("openssl x509 -inform DER -in " + dir + "/graphbridge.cer -noout -fingerprint -sha1 | "
+                           "cut -d= -f2 | tr -d ':\\n' >" + fp_file).c_str()),
+              0);
+    std::string fp = slurp(fp_file);
+    ASSERT_EQ(fp.size(), 40u);
+    EXPECT_NE(made.out.find("Thumbprint (Azure portal)  " + fp), std::string::npos) << made.out;
+
+    // cert show on the .p12 finds the same certificate.
+    CliRun shown = run("cert show " + dir + "/graphbridge.p12 --password-file " + dir + "/graphbridge.p12.password");
+    ASSERT_EQ(shown.status, 0) << shown.err;
+    EXPECT_NE(shown.out.find(fp), std::string::npos) << shown.out;
+    EXPECT_NE(shown.out.find("subject CN                 scanner-app"), std::string::npos) << shown.out;
+
+    // Java reads the .p12 too (platform guides use keytool).
+    if (std::system("command -v keytool >/dev/null 2>&1") == 0) {
+        std::string cmd = "keytool -list -keystore " + dir + "/graphbridge.p12 -storetype PKCS12 -storepass \"$(cat " +
+                          dir + "/graphbridge.p12.password)\" >/dev/null 2>&1";
+        EXPECT_EQ(std::system(cmd.c_str()), 0);
+    }
+
+    // Never overwrites, and a wrong password is a one-line error.
+    EXPECT_EQ(run("cert new --out " + dir).status, 1);
+    std::ofstream(dir + "/wrong") << "nope";
+    CliRun wrong = run("cert show " + dir + "/graphbridge.p12 --password-file " + dir + "/wrong");
+    EXPECT_EQ(wrong.status, 1);
+    EXPECT_EQ(std::count(wrong.err.begin(), wrong.err.end(), '\n'), 1) << wrong.err;
+    fs::remove_all(dir);
+}
