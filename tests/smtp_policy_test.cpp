@@ -1,0 +1,105 @@
+// SMTP access policy: send_as per account, relay networks, no open relay, AUTH throttling.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "auth/password.h"
+#include "proxy/smtp/policy.h"
+
+using namespace gb;
+using namespace gb::smtp;
+
+namespace {
+
+config::Config make_config() {
+    std::string dir = ::testing::TempDir() + "/gb_policy_" + std::to_string(::getpid());
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/app.pem") << "x";
+    std::string hash = auth::hash_password("printer-pass");
+    std::ofstream(dir + "/c.toml") << "state_dir = \"/tmp/x\"\n[app.a]\ntenant_id = \"contoso.onmicrosoft.com\"\n"
+                                      "client_id = \"11111111-2222-3333-4444-555555555555\"\n"
+                                      "[app.a.certificate]\nkeystore = \"app.pem\"\n"
+                                      "[[account]]\nlogin = \"scanner\"\npassword_hash = \"" << hash << "\"\n"
+                                      "app = \"a\"\nmailbox = \"Scanner@contoso.com\"\n"
+                                      "send_as = [\"scanner@contoso.com\", \"NoReply@contoso.com\"]\n"
+                                      "[[relay]]\nnetworks = [\"192.168.10.0/24\", \"fd00::/8\"]\napp = \"a\"\n"
+                                      "mailbox = \"printer@contoso.com\"\n";
+    auto cfg = config::load(dir + "/c.toml");
+    std::filesystem::remove_all(dir);
+    return cfg;
+}
+
+const config::Config& cfg() {
+    static config::Config c = make_config();
+    return c;
+}
+
+}  // namespace
+
+TEST(SmtpPolicy, AuthenticatesOnlyWithTheRightPassword) {
+    Policy p(cfg());
+    auto ok = p.authenticate("scanner", Secret("printer-pass"));
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->mailbox, "scanner@contoso.com");
+    EXPECT_FALSE(p.authenticate("scanner", Secret("printer-pass ")));
+    EXPECT_FALSE(p.authenticate("Scanner", Secret("printer-pass")));  // logins are exact
+    EXPECT_FALSE(p.authenticate("nobody", Secret("printer-pass")));
+}
+
+TEST(SmtpPolicy, AccountsSendOnlyAsTheirSendAsAddresses) {
+    Policy p(cfg());
+    auto acc = p.authenticate("scanner", Secret("printer-pass"));
+    auto d = p.mail_from(acc, "10.0.0.9", "noreply@CONTOSO.com");
+    EXPECT_TRUE(d.ok);
+    ASSERT_TRUE(d.identity);
+    EXPECT_EQ(d.identity->mailbox, "scanner@contoso.com");  // the Graph mailbox is the account's
+    EXPECT_EQ(d.identity->kind, SenderIdentity::Kind::Account);
+    auto ceo = p.mail_from(acc, "10.0.0.9", "ceo@contoso.com");
+    EXPECT_FALSE(ceo.ok);
+    EXPECT_EQ(ceo.code, 553);
+    EXPECT_EQ(ceo.enhanced, "5.7.1");
+    EXPECT_TRUE(p.mail_from(acc, "10.0.0.9", "").ok);  // <> sends as the mailbox
+}
+
+TEST(SmtpPolicy, RelayNetworksSendAsTheirMailboxOnlyAndEveryoneElseIsRefused) {
+    Policy p(cfg());
+    auto relay = p.mail_from(std::nullopt, "192.168.10.77", "anything@printer.local");
+    ASSERT_TRUE(relay.ok);
+    EXPECT_EQ(relay.identity->mailbox, "printer@contoso.com");
+    EXPECT_EQ(relay.identity->kind, SenderIdentity::Kind::Relay);
+    EXPECT_TRUE(p.mail_from(std::nullopt, "fd12::5", "x@y.z").ok);
+    for (const char* stranger : {"192.168.11.1", "10.0.0.1", "127.0.0.1", "::1", "not-an-ip"}) {
+        auto d = p.mail_from(std::nullopt, stranger, "scanner@contoso.com");
+        EXPECT_FALSE(d.ok) << stranger;
+        EXPECT_EQ(d.code, 530) << stranger;
+    }
+}
+
+TEST(AuthThrottle, GrowingDelaysPerAddressAndBoundedMemory) {
+    AuthThrottle::Options o;
+    o.free_failures = 2;
+    o.max_tracked = 100;
+    AuthThrottle t(o);
+    auto now = AuthThrottle::Clock::now();
+    using ms = std::chrono::milliseconds;
+    EXPECT_EQ(t.delay_for("1.2.3.4", now), ms(0));
+    t.record_failure("1.2.3.4", now);
+    t.record_failure("1.2.3.4", now);
+    EXPECT_EQ(t.delay_for("1.2.3.4", now), ms(1000));
+    t.record_failure("1.2.3.4", now);
+    EXPECT_EQ(t.delay_for("1.2.3.4", now), ms(2000));
+    for (int i = 0; i < 30; ++i) t.record_failure("1.2.3.4", now);
+    EXPECT_EQ(t.delay_for("1.2.3.4", now), ms(30000));  // capped
+    EXPECT_EQ(t.delay_for("5.6.7.8", now), ms(0));     // other addresses are not affected
+    // The window passes: forgiven. A success resets too.
+    EXPECT_EQ(t.delay_for("1.2.3.4", now + std::chrono::seconds(601)), ms(0));
+    t.record_failure("9.9.9.9", now);
+    t.record_failure("9.9.9.9", now);
+    t.record_failure("9.9.9.9", now);
+    t.record_success("9.9.9.9");
+    EXPECT_EQ(t.delay_for("9.9.9.9", now), ms(0));
+    for (int i = 0; i < 1000; ++i) t.record_failure("10.0." + std::to_string(i / 256) + "." + std::to_string(i % 256), now);
+    EXPECT_LE(t.tracked(), 100u);
+}
