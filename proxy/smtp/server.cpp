@@ -1,0 +1,435 @@
+#include "proxy/smtp/server.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
+#include <array>
+#include <mutex>
+
+#include "common/log.h"
+#include "protocol/smtp/smtp_engine.h"
+
+namespace gb::smtp {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+namespace proto = gb::protocol::smtp;
+
+struct SmtpServer::Impl {
+    ServerOptions options;
+    const Policy& policy;
+    MessageSink& sink;
+
+    asio::io_context io;
+    std::unique_ptr<asio::ssl::context> tls;
+    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+    std::vector<bool> implicit_tls;
+    std::vector<std::uint16_t> ports;
+    asio::thread_pool auth_pool{1};  // scrypt checks: one at a time, off the network threads
+    AuthThrottle throttle;
+    std::vector<std::thread> threads;
+
+    std::atomic<std::uint64_t> connections{0}, refused{0}, accepted_messages{0}, auth_failures{0};
+    std::atomic<std::size_t> active{0};
+
+    Impl(ServerOptions o, const Policy& p, MessageSink& s)
+        : options(std::move(o)), policy(p), sink(s), throttle(options.auth_throttle) {}
+
+    awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit);
+};
+
+namespace {
+
+bool is_loopback(const asio::ip::address& a) {
+    if (a.is_v4()) return a.to_v4().is_loopback();
+    auto v6 = a.to_v6();
+    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).is_loopback();
+    return v6.is_loopback();
+}
+
+std::string ip_text(const asio::ip::address& a) {
+    if (a.is_v6() && a.to_v6().is_v4_mapped())
+        return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+    return a.to_string();
+}
+
+std::int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+// One SMTP connection: the coroutine owns the engine; backend callbacks run inside engine calls on the
+// same strand; asynchronous answers come back through post() + the wake timer.
+class Connection : public std::enable_shared_from_this<Connection>, public proto::SmtpBackend {
+public:
+    Connection(SmtpServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id)
+        : srv_(srv),
+          executor_(socket.get_executor()),
+          socket_(std::move(socket)),
+          implicit_tls_(implicit_tls),
+          wake_(executor_),
+          deadline_(executor_) {
+        boost::system::error_code ec;
+        auto remote = socket_.remote_endpoint(ec);
+        if (!ec) {
+            ip_ = ip_text(remote.address());
+            loopback_ = is_loopback(remote.address());
+        }
+        ctx_.conn_id = fmt::format("S{}", id);
+    }
+
+    awaitable<void> run();
+
+    // --- SmtpBackend -----------------------------------------------------------------------------------
+    proto::Answer authenticate(const proto::Session&, const proto::AuthRequest& request) override {
+        auto self = shared_from_this();
+        std::string user = request.user;
+        Secret password = request.password;
+        auto delay = srv_.throttle.delay_for(ip_);
+        asio::post(srv_.auth_pool, [self, user = std::move(user), password = std::move(password), delay] {
+            auto account = self->srv_.policy.authenticate(user, password);
+            if (account) {
+                self->srv_.throttle.record_success(self->ip_);
+            } else {
+                self->srv_.throttle.record_failure(self->ip_);
+                ++self->srv_.auth_failures;
+            }
+            asio::post(self->executor_, [self, account = std::move(account), delay]() mutable {
+                bool ok = account.has_value();
+                if (ok) self->account_ = std::move(account);
+                log::Logger::instance().write(ok ? log::Level::Info : log::Level::Warn, "smtp", &self->ctx_,
+                                              ok ? "authenticated" : "authentication failed",
+                                              {{"ip", self->ip_}, {"login", log::client_text(
+                                                                                 ok ? self->account_->login : "")}});
+                self->deliver(ok ? proto::Answer::accept() : proto::Answer::refuse(), delay);
+            });
+        });
+        return proto::Answer::pending();
+    }
+
+    proto::Answer mail_from(const proto::Session&, const proto::MailRequest& request) override {
+        Decision d = srv_.policy.mail_from(account_, ip_, request.reverse_path.to_string());
+        if (!d.ok) {
+            log::Logger::instance().write(log::Level::Warn, "smtp", &ctx_, "sender refused",
+                                          {{"ip", ip_}, {"from", log::client_text(request.reverse_path.to_string())},
+                                           {"code", d.code}});
+            return proto::Reply{d.code, d.enhanced, d.text};
+        }
+        identity_ = d.identity;
+        return proto::Reply{250, "2.1.0", "Sender OK"};
+    }
+
+    proto::Answer rcpt_to(const proto::Session&, const proto::Address& recipient) override {
+        if (recipient.domain.empty() || recipient.domain.front() == '[')
+            return proto::Reply{550, "5.1.3", "Recipient address must be user@domain"};
+        return proto::Answer::accept();
+    }
+
+    proto::Answer data_begin(const proto::Session&) override {
+        writer_ = srv_.sink.begin();
+        if (!writer_) return proto::Reply{451, "4.3.0", "Unable to accept message now"};
+        return proto::Answer::accept();
+    }
+
+    void data_chunk(std::string_view bytes) override {
+        if (writer_) writer_->append(bytes);
+    }
+
+    proto::Answer data_end(const proto::Session& session) override {
+        if (!writer_ || !session.transaction || !identity_) return proto::Reply{451, "4.3.0", "Local error"};
+        Envelope env;
+        env.reverse_path = session.transaction->reverse_path.to_string();
+        for (const auto& r : session.transaction->recipients) env.recipients.push_back(r.to_string());
+        env.identity = *identity_;
+        env.client_ip = ip_;
+        env.helo = session.helo;
+        env.tls = session.tls_active;
+        env.received_at = unix_now();
+        auto self = shared_from_this();
+        std::size_t rcpts = env.recipients.size();
+        writer_->commit(env, [self, rcpts](std::variant<std::string, std::string> result) {
+            asio::post(self->executor_, [self, result = std::move(result), rcpts] {
+                if (auto* id = std::get_if<0>(&result)) {
+                    ++self->srv_.accepted_messages;
+                    log::Context c = self->ctx_;
+                    c.queue_id = *id;
+                    log::Logger::instance().write(log::Level::Info, "smtp", &c, "queued",
+                                                  {{"ip", self->ip_}, {"mailbox", self->identity_->mailbox},
+                                                   {"rcpts", static_cast<std::uint64_t>(rcpts)}});
+                    self->deliver(proto::Reply{250, "2.0.0", "Ok: queued as " + *id}, {});
+                } else {
+                    log::Logger::instance().write(log::Level::Error, "smtp", &self->ctx_, "spool write failed",
+                                                  {{"error", std::get<1>(result)}});
+                    self->deliver(proto::Reply{452, "4.3.1", "Insufficient system storage"}, {});
+                }
+            });
+        });
+        writer_.reset();
+        return proto::Answer::pending();
+    }
+
+    void transaction_reset(const proto::Session&) override {
+        if (writer_) writer_->abort();
+        writer_.reset();
+    }
+
+private:
+    // Hands an asynchronous answer to the coroutine (on the strand), optionally after a delay.
+    void deliver(proto::Answer answer, std::chrono::milliseconds delay) {
+        answer_ = std::move(answer);
+        answer_delay_ = delay;
+        wake_.cancel();
+    }
+
+    awaitable<bool> write_out(const std::string& data) {
+        boost::system::error_code ec;
+        if (tls_) co_await asio::async_write(*tls_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
+        else co_await asio::async_write(socket_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
+        co_return !ec;
+    }
+
+    // Reads with the idle timeout. Returns bytes read; 0 with timed_out_ set on timeout; 0 on error.
+    awaitable<std::size_t> read_some(std::array<char, 16384>& buf) {
+        boost::system::error_code ec;
+        timed_out_ = false;
+        deadline_.expires_after(srv_.options.idle_timeout);
+        auto self = shared_from_this();
+        deadline_.async_wait([self](boost::system::error_code e) {
+            if (e) return;
+            self->timed_out_ = true;
+            boost::system::error_code ignored;
+            self->lowest().cancel(ignored);
+        });
+        std::size_t n = 0;
+        if (tls_) n = co_await tls_->async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+        else n = co_await socket_.async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+        co_return ec ? 0 : n;
+    }
+
+    awaitable<bool> handshake() {
+        boost::system::error_code ec;
+        tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *srv_.tls);
+        deadline_.expires_after(std::chrono::seconds(30));
+        auto self = shared_from_this();
+        deadline_.async_wait([self](boost::system::error_code e) {
+            if (e) return;
+            boost::system::error_code ignored;
+            self->lowest().cancel(ignored);
+        });
+        co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+        co_return !ec;
+    }
+
+    tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
+
+    SmtpServer::Impl& srv_;
+    asio::any_io_executor executor_;
+    tcp::socket socket_;
+    std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;
+    bool implicit_tls_;
+    std::string ip_;
+    bool loopback_ = false;
+    log::Context ctx_;
+    asio::steady_timer wake_;
+    asio::steady_timer deadline_;
+    bool timed_out_ = false;
+    std::optional<proto::Answer> answer_;
+    std::chrono::milliseconds answer_delay_{0};
+
+    std::unique_ptr<proto::SmtpEngine> engine_;
+    std::optional<Account> account_;
+    std::optional<SenderIdentity> identity_;
+    std::unique_ptr<MessageWriter> writer_;
+};
+
+awaitable<void> Connection::run() {
+    auto self = shared_from_this();  // the coroutine keeps its connection alive
+    struct Active {
+        std::atomic<std::size_t>& n;
+        ~Active() { --n; }
+    } active{srv_.active};
+    if (implicit_tls_ && !co_await handshake()) co_return;
+
+    proto::SmtpConfig cfg;
+    cfg.hostname = srv_.options.hostname;
+    cfg.tls_available = srv_.tls != nullptr;
+    cfg.limits.max_message_size = srv_.options.max_message_size;
+    cfg.limits.max_recipients = srv_.options.max_recipients;
+    engine_ = std::make_unique<proto::SmtpEngine>(cfg, proto::ConnectionInfo{loopback_, implicit_tls_}, *this);
+    log::Logger::instance().write(log::Level::Debug, "smtp", &ctx_, "connected",
+                                  {{"ip", ip_}, {"tls", implicit_tls_ ? "implicit" : "no"}});
+
+    std::array<char, 16384> buf;
+    std::string pending_input;  // bytes the engine could not take yet (a backend answer is pending)
+    for (;;) {
+        if (engine_->has_output() && !co_await write_out(engine_->take_output())) {
+            engine_->connection_lost();
+            break;
+        }
+        if (engine_->wants_close()) break;
+        if (engine_->wants_starttls()) {
+            pending_input.clear();  // anything pipelined before the handshake is discarded (RFC 3207)
+            if (!co_await handshake()) {
+                engine_->connection_lost();
+                break;
+            }
+            engine_->tls_started();
+            continue;
+        }
+        if (engine_->awaiting_backend()) {
+            if (!answer_) {
+                boost::system::error_code ec;
+                wake_.expires_at(asio::steady_timer::time_point::max());
+                co_await wake_.async_wait(asio::redirect_error(use_awaitable, ec));
+                if (!answer_) continue;
+            }
+            if (answer_delay_.count() > 0) {
+                asio::steady_timer t(executor_, answer_delay_);
+                boost::system::error_code ec;
+                co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+            }
+            proto::Answer a = std::move(*answer_);
+            answer_.reset();
+            answer_delay_ = {};
+            engine_->resume(std::move(a));
+            if (!pending_input.empty()) pending_input.erase(0, engine_->feed(pending_input));
+            continue;
+        }
+        if (!pending_input.empty()) {
+            std::size_t used = engine_->feed(pending_input);
+            pending_input.erase(0, used);
+            if (used > 0 || engine_->has_output() || engine_->awaiting_backend()) continue;
+        }
+        std::size_t n = co_await read_some(buf);
+        if (n == 0) {
+            if (timed_out_) {
+                engine_->timeout();
+                continue;  // writes the 421 and closes
+            }
+            engine_->connection_lost();
+            break;
+        }
+        std::string_view in(buf.data(), n);
+        std::size_t used = engine_->feed(in);
+        if (used < n) pending_input.append(in.substr(used));
+    }
+    boost::system::error_code ec;
+    if (tls_) {
+        deadline_.expires_after(std::chrono::seconds(2));
+        deadline_.async_wait([self](boost::system::error_code e) {
+            if (e) return;
+            boost::system::error_code ignored;
+            self->lowest().cancel(ignored);
+        });
+        co_await tls_->async_shutdown(asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+    }
+    lowest().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close(ec);
+}
+
+}  // namespace
+
+awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, bool implicit) {
+    for (;;) {
+        boost::system::error_code ec;
+        auto strand = asio::make_strand(io);
+        tcp::socket socket(strand);
+        co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
+        if (ec) {
+            if (!acceptor.is_open()) co_return;
+            continue;
+        }
+        std::uint64_t id = ++connections;
+        if (active.load() >= options.max_connections) {
+            ++refused;
+            std::string msg = "421 4.3.2 " + options.hostname + " Too many connections, try again later\r\n";
+            asio::write(socket, asio::buffer(msg), ec);
+            socket.close(ec);
+            continue;
+        }
+        ++active;
+        auto conn = std::make_shared<Connection>(*this, std::move(socket), implicit, id);
+        asio::co_spawn(strand, [conn]() { return conn->run(); }, asio::detached);
+    }
+}
+
+SmtpServer::SmtpServer(ServerOptions options, const Policy& policy, MessageSink& sink)
+    : impl_(std::make_unique<Impl>(std::move(options), policy, sink)) {}
+
+SmtpServer::~SmtpServer() { stop(); }
+
+void SmtpServer::start() {
+    Impl& d = *impl_;
+    if (!d.options.tls_cert_pem.empty()) {
+        d.tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+        d.tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                           asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
+        SSL_CTX_set_min_proto_version(d.tls->native_handle(),
+                                      d.options.tls_min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+        d.tls->use_certificate_chain(asio::buffer(d.options.tls_cert_pem));
+        d.tls->use_private_key(asio::buffer(d.options.tls_key_pem), asio::ssl::context::pem);
+    }
+    auto bind = [&](const config::ListenAddress& a, bool implicit) {
+        tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
+        auto acc = std::make_unique<tcp::acceptor>(d.io);
+        acc->open(ep.protocol());
+        acc->set_option(asio::socket_base::reuse_address(true));
+        acc->bind(ep);
+        acc->listen(asio::socket_base::max_listen_connections);
+        d.ports.push_back(acc->local_endpoint().port());
+        d.implicit_tls.push_back(implicit);
+        d.acceptors.push_back(std::move(acc));
+    };
+    for (const auto& a : d.options.listen) bind(a, false);
+    if (d.tls)
+        for (const auto& a : d.options.tls_listen) bind(a, true);
+    for (std::size_t i = 0; i < d.acceptors.size(); ++i)
+        asio::co_spawn(d.io, d.accept_loop(*d.acceptors[i], d.implicit_tls[i]), asio::detached);
+    for (int i = 0; i < std::max(1, d.options.threads); ++i) d.threads.emplace_back([&d] { d.io.run(); });
+}
+
+void SmtpServer::stop() {
+    Impl& d = *impl_;
+    for (auto& a : d.acceptors) {
+        asio::post(d.io, [&a] {
+            boost::system::error_code ec;
+            a->close(ec);
+        });
+    }
+    d.io.stop();
+    for (auto& t : d.threads)
+        if (t.joinable()) t.join();
+    d.threads.clear();
+    d.auth_pool.join();
+}
+
+std::vector<std::uint16_t> SmtpServer::ports() const { return impl_->ports; }
+
+ServerStats SmtpServer::stats() const {
+    ServerStats s;
+    s.connections = impl_->connections;
+    s.refused_connections = impl_->refused;
+    s.messages_accepted = impl_->accepted_messages;
+    s.auth_failures = impl_->auth_failures;
+    s.active = impl_->active;
+    return s;
+}
+
+}  // namespace gb::smtp
