@@ -9,6 +9,7 @@ packages=(
   libssl-dev openssl ca-certificates
   libcurl4-openssl-dev curl
   rapidjson-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev
+  libgmime-3.0-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3
   default-jre-headless

@@ -1,0 +1,76 @@
+// Delivers one prepared message through Microsoft Graph, synchronously (GRAPH-FACTS B.1-B.3, C.1).
+//
+// Implemented:
+// - Mode::Mime: POST /v1.0/users/{mailbox}/sendMail, text/plain base64 MIME -> 202;
+// - Mode::ExactRecipients / Mode::Large: MIME draft (POST .../messages -> 201 {id}); PATCH to/cc/bcc
+//   recipients to exactly the envelope when Prepared::patch_recipients; each detached attachment as a
+//   fileAttachment POST (small) or an upload session (PUT ranges of a multiple of 320 KiB, <= 4 MiB, in
+//   order, no Authorization header, through the plain http::Client); then POST .../send -> 202. Any failure
+//   after the draft exists deletes the draft, so retries do not pile drafts up;
+// - every Graph call carries Prefer: IdType="ImmutableId"; request-ids are collected;
+// - the outcome is classified: Delivered, Transient (429/5xx/network/token: retry later, with Retry-After
+//   when Graph gave one) or Permanent (4xx: bounce), with Graph's code, message and request-id.
+// - store_in_inbox(): puts a MIME message (a bounce) into a mailbox's Inbox via POST
+//   /users/{mb}/mailFolders/inbox/messages. Graph creates every MIME import as a draft (isDraft = true),
+//   so the bounce shows in the Inbox as an unsent item; that is accepted (the content is what matters).
+//
+// Deliberately not here: retries and backoff (the queue worker decides), the 150 MB / 35 MB whole-message
+// caps (Graph answers them), resuming an upload session (a retry starts the message over).
+// Hostile input: every response body (parsed with rapidjson, bounded by the http::Client).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "graph/http/graph_client.h"
+#include "graph/http/http_client.h"
+#include "graph/mail/prepare.h"
+
+namespace gb::mail {
+
+struct DeliveryOptions {
+    std::size_t upload_chunk = 10 * 327'680;        // 3,200 KiB: a multiple of 320 KiB, under 4 MiB
+    std::size_t simple_attachment_max = 2'900'000;  // larger (decoded) attachments use an upload session
+    long timeout_ms = 120'000;                      // per HTTP call
+};
+
+enum class Outcome { Delivered, Transient, Permanent };
+
+struct DeliveryResult {
+    Outcome outcome = Outcome::Transient;
+    int http_status = 0;     // of the failing call (202 when delivered)
+    std::string step;        // "sendMail", "create draft", "patch recipients", ...
+    std::string graph_code;  // Graph error code, "" if none
+    std::string graph_message;
+    std::string request_id;                   // of the failing call
+    std::optional<std::int64_t> retry_after;  // seconds, from Retry-After
+    std::string detail;                       // one line for the delivery log and the bounce
+    std::vector<std::string> request_ids;     // every Graph call made, in order
+    bool draft_deleted = false;               // a draft was created and then removed after a failure
+
+    bool delivered() const { return outcome == Outcome::Delivered; }
+    // RFC 3463 status for the bounce / SMTP reply: 5.1.1, 5.7.1, 5.3.4, 4.4.x, ...
+    std::string enhanced_status() const;
+};
+
+class Deliverer {
+  public:
+    // Both references must outlive the Deliverer. `upload_http` performs the unauthenticated upload PUTs.
+    Deliverer(http::GraphClient& graph, http::Client& upload_http, DeliveryOptions options = {});
+
+    DeliveryResult deliver(const Prepared& message);
+
+    // Create `mime` in the Inbox of `mailbox` (see the header comment: it is a draft there).
+    DeliveryResult store_in_inbox(std::string_view mailbox, const std::string& mime);
+
+  private:
+    struct Call;
+    http::GraphClient& graph_;
+    http::Client& upload_;
+    DeliveryOptions options_;
+};
+
+}  // namespace gb::mail
