@@ -1,0 +1,200 @@
+#include "proxy/queue/runner.h"
+
+#include <fmt/format.h>
+
+#include <random>
+
+#include "common/log.h"
+#include "graph/mail/bounce.h"
+
+namespace gb::queue {
+
+Runner::Runner(QueueStore& store, std::map<std::string, AppSender*> senders, RunnerOptions options, Clock clock)
+    : store_(store), senders_(std::move(senders)), options_(std::move(options)), clock_(std::move(clock)) {}
+
+Runner::~Runner() { stop(); }
+
+std::int64_t Runner::now() const {
+    if (clock_) return clock_();
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+void Runner::start() {
+    for (int i = 0; i < std::max(1, options_.workers); ++i) threads_.emplace_back([this] { worker(); });
+}
+
+void Runner::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    changed_.notify_all();
+    for (auto& t : threads_)
+        if (t.joinable()) t.join();
+    threads_.clear();
+}
+
+void Runner::enqueue(QueuedMessage message) {
+    {
+        std::lock_guard lock(mutex_);
+        std::int64_t at = message.next_attempt;
+        due_.emplace(at, std::move(message));
+    }
+    changed_.notify_one();
+}
+
+void Runner::retry_now(const std::string& id) {
+    std::lock_guard lock(mutex_);
+    for (auto it = due_.begin(); it != due_.end(); ++it) {
+        if (it->second.id != id) continue;
+        QueuedMessage m = std::move(it->second);
+        due_.erase(it);
+        m.next_attempt = 0;
+        due_.emplace(0, std::move(m));
+        changed_.notify_all();
+        return;
+    }
+}
+
+RunnerStats Runner::stats() const {
+    std::lock_guard lock(mutex_);
+    RunnerStats s = stats_;
+    s.queued = due_.size();
+    s.in_flight = in_flight_;
+    return s;
+}
+
+bool Runner::wait_idle(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [this] { return due_.empty() && in_flight_ == 0; });
+}
+
+void Runner::worker() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+        std::int64_t t = now();
+        auto pick = due_.end();
+        for (auto it = due_.begin(); it != due_.end() && it->first <= t; ++it) {
+            if (in_flight_per_mailbox_[it->second.envelope.identity.mailbox] < options_.per_mailbox) {
+                pick = it;
+                break;
+            }
+        }
+        if (pick == due_.end()) {
+            // Nothing due (or every due message's mailbox is at its limit): wait for a change or a second.
+            changed_.wait_for(lock, std::chrono::seconds(1));
+            continue;
+        }
+        QueuedMessage m = std::move(pick->second);
+        due_.erase(pick);
+        std::string mailbox = m.envelope.identity.mailbox;
+        ++in_flight_per_mailbox_[mailbox];
+        ++in_flight_;
+        ++stats_.attempts;
+        lock.unlock();
+        attempt(m);
+        lock.lock();
+        if (--in_flight_per_mailbox_[mailbox] == 0) in_flight_per_mailbox_.erase(mailbox);
+        --in_flight_;
+        changed_.notify_all();
+    }
+}
+
+void Runner::attempt(QueuedMessage& m) {
+    log::Context ctx{"", m.id};
+    const auto& env = m.envelope;
+    auto count = [&](std::uint64_t RunnerStats::*field) {
+        std::lock_guard lock(mutex_);
+        ++(stats_.*field);
+    };
+    auto defer = [&](const std::string& why, std::optional<std::int64_t> retry_after) {
+        int n = m.attempts + 1;
+        std::int64_t backoff = options_.backoff_initial.count() << std::min(n - 1, 20);
+        backoff = std::min<std::int64_t>(backoff, options_.backoff_max.count());
+        static thread_local std::mt19937_64 rng{std::random_device{}()};
+        backoff = backoff / 2 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(backoff / 2 + 1));
+        if (retry_after) backoff = std::max(backoff, *retry_after);
+        std::int64_t next = now() + backoff;
+        store_.deferred(m.id, why, next);
+        m.attempts = n;
+        m.next_attempt = next;
+        count(&RunnerStats::deferred);
+        enqueue(m);
+    };
+    auto bounce = [&](const std::string& body, const std::string& reason, const std::string& status,
+                      const mail::DeliveryResult* r, AppSender* sender) {
+        if (sender) {
+            mail::BounceInfo info;
+            info.reporting_mta = options_.hostname;
+            info.notify = env.identity.mailbox;
+            info.recipients = env.recipients;
+            info.status = status;
+            info.reason = reason;
+            if (r) {
+                info.http_status = r->http_status;
+                info.graph_code = r->graph_code;
+                info.graph_message = r->graph_message;
+                info.request_id = r->request_id;
+            }
+            info.original = body;
+            info.arrival = env.received_at;
+            auto stored = sender->store_in_inbox(env.identity.mailbox, mail::make_bounce(info));
+            log::Logger::instance().write(stored.delivered() ? log::Level::Info : log::Level::Error, "queue", &ctx,
+                                          stored.delivered() ? "bounce stored" : "bounce could not be stored",
+                                          {{"mailbox", env.identity.mailbox}, {"detail", stored.detail}});
+        }
+        store_.failed(m.id, reason);
+        count(&RunnerStats::bounced);
+    };
+
+    std::string body;
+    try {
+        body = store_.read_body(m.id);
+    } catch (const std::exception& e) {
+        log::Logger::instance().write(log::Level::Error, "queue", &ctx, "cannot read spooled message",
+                                      {{"error", e.what()}});
+        defer(e.what(), 60);
+        return;
+    }
+    auto it = senders_.find(env.identity.app);
+    AppSender* sender = it == senders_.end() ? nullptr : it->second;
+    if (!sender) {
+        bounce(body, "app '" + env.identity.app + "' is not configured", "5.3.5", nullptr, nullptr);
+        return;
+    }
+    mail::Envelope menv{env.identity.mailbox, env.reverse_path, env.recipients};
+    mail::Prepared prepared = mail::prepare(body, menv, options_.prepare);
+    if (!prepared.ok()) {
+        log::Logger::instance().write(log::Level::Warn, "queue", &ctx, "message refused before sending",
+                                      {{"mailbox", env.identity.mailbox}, {"error", prepared.error->message}});
+        bounce(body, prepared.error->message, prepared.error->enhanced, nullptr, sender);
+        return;
+    }
+    mail::DeliveryResult r = sender->deliver(prepared);
+    std::string request_id = r.request_ids.empty() ? r.request_id : r.request_ids.back();
+    const char* outcome = r.outcome == mail::Outcome::Delivered   ? "delivered"
+                          : r.outcome == mail::Outcome::Transient ? "deferred"
+                                                                  : "failed";
+    log::Logger::instance().write(r.delivered() ? log::Level::Info : log::Level::Warn, "queue", &ctx, outcome,
+                                  {{"mailbox", env.identity.mailbox},
+                                   {"rcpts", static_cast<std::uint64_t>(env.recipients.size())},
+                                   {"attempt", m.attempts + 1},
+                                   {"status", r.http_status},
+                                   {"request_id", request_id},
+                                   {"detail", r.detail}});
+    if (r.delivered()) {
+        store_.delivered(m.id);
+        count(&RunnerStats::delivered);
+        return;
+    }
+    bool expired = env.received_at > 0 && now() - env.received_at > options_.lifetime.count();
+    if (r.outcome == mail::Outcome::Transient && !expired) {
+        defer(r.detail, r.retry_after);
+        return;
+    }
+    std::string reason = expired ? "delivery kept failing until the queue lifetime ran out: " + r.detail : r.detail;
+    bounce(body, reason, expired ? "4.4.7" : r.enhanced_status(), &r, sender);
+}
+
+}  // namespace gb::queue

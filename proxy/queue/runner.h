@@ -1,0 +1,108 @@
+// The delivery side of the relay: takes spooled messages when they are due, sends them through Graph
+// (graph/mail prepare + Deliverer) as the mailbox they were accepted for, and records the outcome:
+// delivered -> removed from the spool; transient (429, 5xx, network) -> retried after Retry-After or an
+// exponential backoff with jitter, until the queue lifetime; permanent (or lifetime exceeded) -> an
+// RFC 3464 bounce in the sender's Inbox and the message leaves the spool.
+//
+// At most `per_mailbox` deliveries run at once for one mailbox (Outlook's concurrency limit is 4), and
+// every attempt re-reads the message from the spool, so a retry never re-sends a consumed body.
+// One log line per attempt: queue id, mailbox, recipient count, Graph request-id, outcome.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "graph/mail/deliverer.h"
+#include "graph/mail/prepare.h"
+#include "proxy/smtp/server.h"
+
+namespace gb::queue {
+
+// A message waiting in the spool, as the runner sees it.
+struct QueuedMessage {
+    std::string id;
+    smtp::Envelope envelope;
+    int attempts = 0;
+    std::int64_t next_attempt = 0;  // unix seconds
+};
+
+// The runner's view of the spool (implemented over proxy/spool; a fake in unit tests).
+class QueueStore {
+public:
+    virtual ~QueueStore() = default;
+    virtual std::string read_body(const std::string& id) = 0;  // throws when unreadable
+    virtual void delivered(const std::string& id) = 0;
+    virtual void deferred(const std::string& id, const std::string& error, std::int64_t next_attempt) = 0;
+    virtual void failed(const std::string& id, const std::string& reason) = 0;
+};
+
+// Sends one prepared message as one app; one per configured app (token broker + Graph client inside).
+class AppSender {
+public:
+    virtual ~AppSender() = default;
+    virtual mail::DeliveryResult deliver(const mail::Prepared& message) = 0;
+    virtual mail::DeliveryResult store_in_inbox(const std::string& mailbox, const std::string& mime) = 0;
+};
+
+struct RunnerOptions {
+    int workers = 8;
+    int per_mailbox = 4;
+    std::chrono::seconds lifetime{5 * 24 * 3600};
+    std::chrono::seconds backoff_initial{30};
+    std::chrono::seconds backoff_max{3600};
+    mail::PreparePolicy prepare;
+    std::string hostname = "graphbridge";
+};
+
+struct RunnerStats {
+    std::uint64_t delivered = 0, deferred = 0, bounced = 0, attempts = 0;
+    std::size_t queued = 0, in_flight = 0;
+};
+
+class Runner {
+public:
+    using Clock = std::function<std::int64_t()>;  // unix seconds
+    Runner(QueueStore& store, std::map<std::string, AppSender*> senders, RunnerOptions options, Clock clock = {});
+    ~Runner();
+    Runner(const Runner&) = delete;
+    Runner& operator=(const Runner&) = delete;
+
+    void start();
+    void stop();  // waits for attempts in flight
+    void enqueue(QueuedMessage message);
+    void retry_now(const std::string& id);
+    RunnerStats stats() const;
+    // Blocks until nothing is queued or in flight, or the timeout passes; true when idle (tests).
+    bool wait_idle(std::chrono::milliseconds timeout);
+
+private:
+    void worker();
+    void attempt(QueuedMessage& m);
+    std::int64_t now() const;
+
+    QueueStore& store_;
+    std::map<std::string, AppSender*> senders_;
+    RunnerOptions options_;
+    Clock clock_;
+
+    mutable std::mutex mutex_;
+    std::condition_variable changed_;
+    std::multimap<std::int64_t, QueuedMessage> due_;  // by next attempt
+    std::map<std::string, int> in_flight_per_mailbox_;
+    std::size_t in_flight_ = 0;
+    bool stopping_ = false;
+    RunnerStats stats_;
+    std::vector<std::thread> threads_;
+};
+
+}  // namespace gb::queue

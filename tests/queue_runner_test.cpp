@@ -1,0 +1,197 @@
+// The delivery queue with a fake spool and a scripted Graph sender: retries honour Retry-After and
+// back off, per-mailbox concurrency stays at 4, permanent failures and the queue lifetime bounce.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "proxy/queue/runner.h"
+
+using namespace gb;
+using namespace gb::queue;
+
+namespace {
+
+struct FakeStore : QueueStore {
+    std::mutex mutex;
+    std::map<std::string, std::string> bodies;
+    std::vector<std::string> delivered_ids, failed_ids;
+    std::map<std::string, std::int64_t> next;
+    std::map<std::string, int> reads;
+    std::string read_body(const std::string& id) override {
+        std::lock_guard lock(mutex);
+        ++reads[id];
+        return bodies.at(id);
+    }
+    void delivered(const std::string& id) override {
+        std::lock_guard lock(mutex);
+        delivered_ids.push_back(id);
+    }
+    void deferred(const std::string& id, const std::string&, std::int64_t n) override {
+        std::lock_guard lock(mutex);
+        next[id] = n;
+    }
+    void failed(const std::string& id, const std::string&) override {
+        std::lock_guard lock(mutex);
+        failed_ids.push_back(id);
+    }
+};
+
+struct FakeSender : AppSender {
+    std::function<mail::DeliveryResult(const mail::Prepared&)> script;
+    std::atomic<int> concurrent{0}, max_concurrent{0}, calls{0};
+    std::mutex mutex;
+    std::vector<std::pair<std::string, std::string>> inbox;  // mailbox, mime
+    mail::DeliveryResult deliver(const mail::Prepared& p) override {
+        int now = ++concurrent;
+        int seen = max_concurrent.load();
+        while (now > seen && !max_concurrent.compare_exchange_weak(seen, now)) {
+        }
+        ++calls;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        auto r = script(p);
+        --concurrent;
+        return r;
+    }
+    mail::DeliveryResult store_in_inbox(const std::string& mailbox, const std::string& mime) override {
+        std::lock_guard lock(mutex);
+        inbox.emplace_back(mailbox, mime);
+        mail::DeliveryResult r;
+        r.outcome = mail::Outcome::Delivered;
+        return r;
+    }
+};
+
+mail::DeliveryResult result(mail::Outcome o, int status = 202, std::optional<std::int64_t> retry_after = {}) {
+    mail::DeliveryResult r;
+    r.outcome = o;
+    r.http_status = status;
+    r.retry_after = retry_after;
+    r.detail = "HTTP " + std::to_string(status);
+    if (status == 403) r.graph_code = "ErrorSendAsDenied";
+    return r;
+}
+
+QueuedMessage msg(const std::string& id, const std::string& mailbox, std::int64_t received) {
+    QueuedMessage m;
+    m.id = id;
+    m.envelope.identity.mailbox = mailbox;
+    m.envelope.identity.app = "a";
+    m.envelope.reverse_path = mailbox;
+    m.envelope.recipients = {"bob@sandbox.test"};
+    m.envelope.received_at = received;
+    return m;
+}
+
+const char* kBody = "From: a@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: s\r\n\r\nhello\r\n";
+
+}  // namespace
+
+TEST(QueueRunner, DeliversWithAtMostFourPerMailbox) {
+    FakeStore store;
+    FakeSender sender;
+    sender.script = [](const mail::Prepared&) { return result(mail::Outcome::Delivered); };
+    RunnerOptions o;
+    o.workers = 12;
+    Runner runner(store, {{"a", &sender}}, o);
+    for (int i = 0; i < 40; ++i) {
+        std::string id = "Q" + std::to_string(i);
+        store.bodies[id] = kBody;
+        runner.enqueue(msg(id, i % 2 ? "alice@sandbox.test" : "scanner@sandbox.test", 0));
+    }
+    runner.start();
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(30)));
+    EXPECT_EQ(store.delivered_ids.size(), 40u);
+    EXPECT_LE(sender.max_concurrent.load(), 8);  // two mailboxes, four each
+    EXPECT_GE(sender.max_concurrent.load(), 2);
+    EXPECT_EQ(runner.stats().delivered, 40u);
+}
+
+TEST(QueueRunner, TransientFailuresRetryAfterRetryAfterThenDeliver) {
+    FakeStore store;
+    FakeSender sender;
+    std::atomic<std::int64_t> clock{1'000'000};
+    std::atomic<int> n{0};
+    sender.script = [&](const mail::Prepared&) {
+        return ++n < 3 ? result(mail::Outcome::Transient, 429, 120) : result(mail::Outcome::Delivered);
+    };
+    RunnerOptions o;
+    o.workers = 2;
+    Runner runner(store, {{"a", &sender}}, o, [&] { return clock.load(); });
+    store.bodies["Q1"] = kBody;
+    runner.enqueue(msg("Q1", "alice@sandbox.test", clock.load()));
+    runner.start();
+    for (int i = 0; i < 200 && sender.calls.load() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::int64_t first_retry = 0;
+    {
+        std::lock_guard lock(store.mutex);
+        ASSERT_TRUE(store.next.count("Q1"));
+        first_retry = store.next["Q1"];
+        EXPECT_GE(first_retry - clock.load(), 120);  // Retry-After honoured over a shorter backoff
+    }
+    EXPECT_EQ(sender.calls.load(), 1);  // not retried before it is due
+    clock += 121;
+    auto second_retry_scheduled = [&] {
+        std::lock_guard lock(store.mutex);
+        return store.next["Q1"] != first_retry;
+    };
+    for (int i = 0; i < 500 && !second_retry_scheduled(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(second_retry_scheduled());
+    clock += 1000;
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(sender.calls.load(), 3);
+    EXPECT_EQ(store.delivered_ids, std::vector<std::string>{"Q1"});
+    EXPECT_EQ(store.reads["Q1"], 3);  // every attempt re-reads the spool
+}
+
+TEST(QueueRunner, PermanentFailureBouncesToTheSendersInbox) {
+    FakeStore store;
+    FakeSender sender;
+    sender.script = [](const mail::Prepared&) { return result(mail::Outcome::Permanent, 403); };
+    Runner runner(store, {{"a", &sender}}, {});
+    store.bodies["Q9"] = kBody;
+    runner.enqueue(msg("Q9", "scanner@sandbox.test", 0));
+    runner.start();
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(store.failed_ids, std::vector<std::string>{"Q9"});
+    ASSERT_EQ(sender.inbox.size(), 1u);
+    EXPECT_EQ(sender.inbox[0].first, "scanner@sandbox.test");
+    EXPECT_NE(sender.inbox[0].second.find("multipart/report"), std::string::npos);
+    EXPECT_NE(sender.inbox[0].second.find("ErrorSendAsDenied"), std::string::npos);
+    EXPECT_EQ(runner.stats().bounced, 1u);
+}
+
+TEST(QueueRunner, QueueLifetimeEndsRetries) {
+    FakeStore store;
+    FakeSender sender;
+    sender.script = [](const mail::Prepared&) { return result(mail::Outcome::Transient, 503); };
+    RunnerOptions o;
+    o.lifetime = std::chrono::seconds(3600);
+    std::int64_t now = 2'000'000;
+    Runner runner(store, {{"a", &sender}}, o, [&] { return now; });
+    store.bodies["Q5"] = kBody;
+    runner.enqueue(msg("Q5", "alice@sandbox.test", now - 3601));
+    runner.start();
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(store.failed_ids, std::vector<std::string>{"Q5"});
+    ASSERT_EQ(sender.inbox.size(), 1u);
+    EXPECT_NE(sender.inbox[0].second.find("4.4.7"), std::string::npos);
+}
+
+TEST(QueueRunner, UnknownAppBouncesWithoutSending) {
+    FakeStore store;
+    FakeSender sender;
+    sender.script = [](const mail::Prepared&) { return result(mail::Outcome::Delivered); };
+    Runner runner(store, {{"a", &sender}}, {});
+    store.bodies["Q7"] = kBody;
+    auto m = msg("Q7", "alice@sandbox.test", 0);
+    m.envelope.identity.app = "gone";
+    runner.enqueue(m);
+    runner.start();
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(store.failed_ids, std::vector<std::string>{"Q7"});
+    EXPECT_EQ(sender.calls.load(), 0);
+}
