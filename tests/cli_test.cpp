@@ -151,6 +151,22 @@ TEST(Cli, SandboxStartsAnswersCurlAndStopsOnCtrlC) {
     EXPECT_NE(body.find("AADSTS"), std::string::npos) << body;
     EXPECT_NE(body.find("\"error_codes\":[700027]"), std::string::npos) << body;
 
+    // The bridge runs too: a message over SMTP reaches the envelope recipients through Graph.
+    auto smtp_pos = printed.find("SMTP on 127.0.0.1:");
+    ASSERT_NE(smtp_pos, std::string::npos) << printed;
+    int smtp_port = std::atoi(printed.c_str() + smtp_pos + 18);
+    std::string e2e_out = dir + ".e2e";
+    std::string e2e = "python3 " + source_dir() + "/tests/integration/e2e_relay.py " + dir + " " +
+                      std::to_string(port) + " " + std::to_string(smtp_port) + " >" + e2e_out + " 2>&1";
+    EXPECT_EQ(std::system(e2e.c_str()), 0) << slurp(e2e_out);
+    std::string result = slurp(e2e_out);
+    EXPECT_NE(result.find("\"bob\": 1"), std::string::npos) << result;
+    EXPECT_NE(result.find("\"scanner\": 1"), std::string::npos) << result;  // envelope-only: Bcc
+    EXPECT_NE(result.find("\"bob_has_bcc_header\": false"), std::string::npos) << result;
+    EXPECT_NE(result.find("\"bob_qp_intact\": true"), std::string::npos) << result;
+    EXPECT_NE(result.find("\"spoof_code\": 553"), std::string::npos) << result;
+    fs::remove(e2e_out);
+
     ::kill(pid, SIGINT);
     int status = 0;
     pid_t done = 0;

@@ -12,6 +12,8 @@
 #include "auth/password.h"
 #include "proxy/cli/cert.h"
 #include "proxy/cli/check.h"
+#include "proxy/cli/queue_cmd.h"
+#include "proxy/runtime/bridge.h"
 #include "common/log.h"
 #include "graph/sandbox/provision.h"
 #include "graph/sandbox/server.h"
@@ -129,6 +131,50 @@ int passwd(std::istream& in, std::ostream& out, std::ostream& err) {
     return 0;
 }
 
+sigset_t block_stop_signals() {
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    return stop_signals;
+}
+
+// Starts the bridge for a config; returns it running, or nullptr after printing why it cannot start.
+std::unique_ptr<runtime::Bridge> start_bridge(const std::string& path, std::ostream& err) {
+    config::Config cfg;
+    try {
+        cfg = config::load(path);
+    } catch (const config::ConfigError& e) {
+        for (const auto& p : e.problems()) err << p.to_string() << "\n";
+        return nullptr;
+    }
+    log::Logger::instance().configure(cfg.log_level, cfg.log_format);
+    try {
+        auto bridge = std::make_unique<runtime::Bridge>(cfg);
+        bridge->start();
+        std::string ports;
+        for (auto p : bridge->smtp_ports()) ports += (ports.empty() ? "" : ",") + std::to_string(p);
+        log::info("main", "graphbridge ready", {{"config", path}, {"smtp_ports", ports},
+                                                {"recovered", static_cast<std::uint64_t>(bridge->recovered())}});
+        return bridge;
+    } catch (const std::exception& e) {
+        err << "graphbridge: " << e.what() << "\n";
+        return nullptr;
+    }
+}
+
+int serve(const std::string& path, std::ostream& err) {
+    sigset_t stop_signals = block_stop_signals();
+    auto bridge = start_bridge(path, err);
+    if (!bridge) return 1;
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    log::info("main", "stopping", {{"signal", sig}});
+    bridge->stop();
+    return 0;
+}
+
 int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
     std::string dir = o.values.count("dir") ? o.values.at("dir") : "sandbox-state";
     int port = 9443;
@@ -144,11 +190,7 @@ int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
         }
     }
     // Block the stop signals before any thread starts, then wait for one in this thread.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    sigset_t stop_signals = block_stop_signals();
 
     sandbox::SandboxSetup setup;
     try {
@@ -191,12 +233,32 @@ int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
                        "       --data-urlencode scope={3}/.default --data-urlencode client_secret@{0}/client-secret\n",
                        setup.dir, token_url, app.client_id, base);
     out << fmt::format("  graphbridge config check {}\n", setup.config_path);
-    out << "\nThe SMTP, IMAP and POP3 front ends are not part of this build yet; only the sandbox tenant runs.\n";
+
+    // The bridge itself, on the generated config (SMTP now; IMAP and POP3 are not part of this build yet).
+    std::unique_ptr<runtime::Bridge> bridge;
+    {
+        bridge = start_bridge(setup.config_path, err);
+        if (!bridge) {
+            server.stop();
+            return 1;
+        }
+        auto ports = bridge->smtp_ports();
+        out << fmt::format("\nBridge running: SMTP on 127.0.0.1:{} (STARTTLS) and 127.0.0.1:{} (TLS); "
+                           "IMAP/POP3 are not part of this build yet.\n",
+                           ports.empty() ? 0 : ports[0], ports.size() > 1 ? ports[1] : 0);
+        const auto& alice = setup.accounts.front();
+        out << fmt::format("  swaks --server 127.0.0.1:{} --auth-user {} --auth-password '{}' \\\n"
+                           "        --from {} --to bob@sandbox.test\n",
+                           ports.empty() ? 0 : ports[0], alice.login, alice.password, alice.mailbox);
+        out << fmt::format("  (the sandbox's copy of each mailbox: GET {}/v1.0/users/bob@sandbox.test/messages)\n",
+                           base);
+    }
     out << "Press Ctrl-C to stop.\n" << std::flush;
 
     int sig = 0;
     sigwait(&stop_signals, &sig);
     out << fmt::format("\nstopping (signal {})\n", sig) << std::flush;
+    if (bridge) bridge->stop();
     server.stop();
     return 0;
 }
@@ -239,11 +301,15 @@ int run(const std::vector<std::string>& args, std::istream& in, std::ostream& ou
         return run_check(o.values.at("config"), out, err);
     }
     if (cmd == "cert") return run_cert(std::vector<std::string>(args.begin() + 1, args.end()), out, err);
-    if (cmd == "serve" || cmd == "queue" || cmd.rfind("--config", 0) == 0) {
-        err << fmt::format("graphbridge {}: not available in this build yet (the SMTP/IMAP/POP3 front ends and the "
-                           "spool are being built; see the README)\n", cmd);
-        return 2;
+    if (cmd == "serve" || cmd.rfind("--config", 0) == 0) {
+        Options o = parse_options(args, cmd == "serve" ? 1 : 0, {"config"});
+        if (!o.error.empty() || !o.positional.empty() || !o.values.count("config")) {
+            err << "usage: graphbridge serve --config FILE\n";
+            return 2;
+        }
+        return serve(o.values.at("config"), err);
     }
+    if (cmd == "queue") return run_queue(std::vector<std::string>(args.begin() + 1, args.end()), out, err);
     err << "graphbridge: unknown command '" << cmd << "'\n" << kUsage;
     return 2;
 }

@@ -1,0 +1,36 @@
+// The running bridge: config -> credentials and token brokers, the durable spool, the SMTP front end
+// and the delivery queue, wired together. `graphbridge serve` and `graphbridge sandbox` run it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "proxy/config/config.h"
+
+namespace gb::runtime {
+
+class Bridge {
+public:
+    // Loads credentials, opens (and recovers) the spool, binds the listeners. Throws std::runtime_error
+    // with a one-line reason (naming the file, key or address) when it cannot start.
+    explicit Bridge(const config::Config& cfg);
+    ~Bridge();
+    Bridge(const Bridge&) = delete;
+    Bridge& operator=(const Bridge&) = delete;
+
+    void start();
+    void stop();  // stops accepting, lets deliveries in flight finish
+
+    std::vector<std::uint16_t> smtp_ports() const;  // plain listeners, then implicit-TLS ones
+    std::size_t recovered() const;                   // messages found in the spool at start
+    std::string tls_cert_path() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace gb::runtime
