@@ -14,4 +14,7 @@ std::string url_encode(std::string_view in, std::string_view keep = {});
 // "2026-11-29 05:03:50Z" (UTC) from unix seconds.
 std::string utc_time(std::int64_t unix_seconds);
 
+// "Sun, 29 Nov 2026 05:03:50 +0000" (RFC 5322 date-time, UTC) from unix seconds.
+std::string rfc5322_date(std::int64_t unix_seconds);
+
 }  // namespace gb

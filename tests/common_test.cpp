@@ -84,3 +84,13 @@ concept Streamable = requires(std::ostream& os, const T& t) { os << t; };
 static_assert(!Streamable<gb::Secret>);
 static_assert(!std::is_convertible_v<gb::Secret, std::string_view>);
 static_assert(!std::is_convertible_v<gb::Secret, std::string>);
+
+#include "common/text.h"
+
+TEST(Text, UrlEncodeAndDates) {
+    EXPECT_EQ(gb::url_encode("a b/c@d.e~"), "a%20b%2Fc%40d.e~");
+    EXPECT_EQ(gb::url_encode("a b@d", "@"), "a%20b@d");
+    EXPECT_EQ(gb::utc_time(1'700'000'000), "2023-11-14 22:13:20Z");
+    EXPECT_EQ(gb::rfc5322_date(1'700'000'000), "Tue, 14 Nov 2023 22:13:20 +0000");
+    EXPECT_EQ(gb::rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+}

@@ -1,6 +1,8 @@
 // RFC 3464 bounce builder (see bounce.h).
 #include "graph/mail/bounce.h"
 
+#include "common/text.h"
+
 #include <cstdio>
 #include <ctime>
 #include <string_view>
@@ -13,19 +15,6 @@ namespace gb::mail {
 namespace {
 
 constexpr std::size_t kMaxOriginalHeaders = 64 * 1024;
-
-std::string date(std::int64_t t) {
-    static const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    std::time_t tt = static_cast<std::time_t>(t);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d +0000", kDays[tm.tm_wday % 7], tm.tm_mday,
-                  kMonths[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-    return buf;
-}
 
 // One printable ASCII line, at most `max` characters: CR/LF/controls become spaces, 8-bit becomes '?'.
 std::string one_line(std::string_view s, std::size_t max = 400) {
@@ -106,7 +95,7 @@ std::string make_bounce(const BounceInfo& info) {
     m += "From: Mail Delivery System <" + from + ">\r\n";
     m += "To: <" + notify + ">\r\n";
     m += fold("Subject: Undeliverable: " + (subject.empty() ? std::string("(no subject)") : subject));
-    m += "Date: " + date(now) + "\r\n";
+    m += "Date: " + rfc5322_date(now) + "\r\n";
     m += "Message-ID: <" + auth::hex_lower(auth::random_bytes(16)) + "@" + domain + ">\r\n";
     m += "Auto-Submitted: auto-replied\r\n";
     m += "MIME-Version: 1.0\r\n";
@@ -132,7 +121,7 @@ std::string make_bounce(const BounceInfo& info) {
     if (!info.original_envelope_id.empty())
         m += "Original-Envelope-Id: " + one_line(info.original_envelope_id, 100) + "\r\n";
     m += "Reporting-MTA: dns; " + one_line(info.reporting_mta, 255) + "\r\n";
-    if (info.arrival) m += "Arrival-Date: " + date(info.arrival) + "\r\n";
+    if (info.arrival) m += "Arrival-Date: " + rfc5322_date(info.arrival) + "\r\n";
     for (const auto& r : info.recipients) {
         m += "\r\n";
         m += "Final-Recipient: rfc822; " + one_line(r, 320) + "\r\n";
@@ -141,7 +130,7 @@ std::string make_bounce(const BounceInfo& info) {
         m +=
             fold("Diagnostic-Code: X-Graph; " +
                  (graph_line.empty() ? one_line(info.reason.empty() ? "refused" : info.reason) : graph_line));
-        m += "Last-Attempt-Date: " + date(now) + "\r\n";
+        m += "Last-Attempt-Date: " + rfc5322_date(now) + "\r\n";
     }
 
     // 3. Original headers.
