@@ -23,6 +23,7 @@ struct FakeStore : QueueStore {
     std::string read_body(const std::string& id) override {
         std::lock_guard lock(mutex);
         ++reads[id];
+        if (!bodies.count(id)) throw EntryGone(id);
         return bodies.at(id);
     }
     void delivered(const std::string& id) override {
@@ -194,4 +195,17 @@ TEST(QueueRunner, UnknownAppBouncesWithoutSending) {
     ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
     EXPECT_EQ(store.failed_ids, std::vector<std::string>{"Q7"});
     EXPECT_EQ(sender.calls.load(), 0);
+}
+
+TEST(QueueRunner, EntryDeletedByAnAdminIsDroppedNotRetried) {
+    FakeStore store;
+    FakeSender sender;
+    sender.script = [](const mail::Prepared&) { return result(mail::Outcome::Delivered); };
+    Runner runner(store, {{"a", &sender}}, {});
+    runner.enqueue(msg("GONE", "alice@sandbox.test", 0));
+    runner.start();
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(sender.calls.load(), 0);
+    EXPECT_TRUE(store.next.empty());  // not deferred
+    EXPECT_TRUE(store.failed_ids.empty());
 }

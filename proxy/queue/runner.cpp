@@ -151,6 +151,10 @@ void Runner::attempt(QueuedMessage& m) {
     std::string body;
     try {
         body = store_.read_body(m.id);
+    } catch (const EntryGone& e) {
+        log::Logger::instance().write(log::Level::Info, "queue", &ctx, "no longer in the spool, dropped",
+                                      {{"error", e.what()}});
+        return;
     } catch (const std::exception& e) {
         log::Logger::instance().write(log::Level::Error, "queue", &ctx, "cannot read spooled message",
                                       {{"error", e.what()}});

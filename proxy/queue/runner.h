@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,6 +35,12 @@ struct QueuedMessage {
     smtp::Envelope envelope;
     int attempts = 0;
     std::int64_t next_attempt = 0;  // unix seconds
+};
+
+// Thrown by QueueStore::read_body when the entry no longer exists (e.g. `graphbridge queue delete`):
+// the runner drops the message instead of retrying it.
+struct EntryGone : std::runtime_error {
+    using std::runtime_error::runtime_error;
 };
 
 // The runner's view of the spool (implemented over proxy/spool; a fake in unit tests).

@@ -97,7 +97,8 @@ public:
     std::string read_body(const std::string& id) override {
         std::optional<spool::Error> err;
         auto entry = spool_.load(id, &err);
-        if (!entry) throw std::runtime_error("spool entry " + id + ": " + (err ? err->message : "not found"));
+        if (!entry && (!err || err->code == spool::Errc::NotFound)) throw queue::EntryGone("spool entry " + id);
+        if (!entry) throw std::runtime_error("spool entry " + id + ": " + err->message);
         auto body = entry->body.read_all(200ull * 1024 * 1024);
         if (!body) throw std::runtime_error("spool entry " + id + ": body unreadable");
         return std::move(*body);
