@@ -711,17 +711,19 @@ void read_bags(const STACK_OF(PKCS12_SAFEBAG) * bags, const P12Pass& pass, bool 
                const std::string& label, P12Contents& out, int depth) {
     if (depth > kMaxSafeNesting)
         raise(Kind::Corrupt, label + ": PKCS#12 safe contents nested too deeply: export the keystore again");
+    // A key bag, plain or decrypted: RSA or not is checked later; unreadable types are refused here.
+    auto add_key = [&](const PKCS8_PRIV_KEY_INFO* p8, const PKCS12_SAFEBAG* bag) {
+        PKey key(p8 != nullptr ? EVP_PKCS82PKEY(p8) : nullptr);
+        if (!key)
+            raise(Kind::Unsupported, label + ": a private key in the PKCS#12 file has a type OpenSSL cannot " +
+                                         "read: make an RSA 2048+ key");
+        out.keys.push_back({std::move(key), bag_name(bag), bag_key_id(bag)});
+    };
     for (int i = 0; i < sk_PKCS12_SAFEBAG_num(bags); ++i) {
         const PKCS12_SAFEBAG* bag = sk_PKCS12_SAFEBAG_value(bags, i);
         switch (PKCS12_SAFEBAG_get_nid(bag)) {
             case NID_keyBag: {
-                const PKCS8_PRIV_KEY_INFO* p8 = PKCS12_SAFEBAG_get0_p8inf(bag);
-                PKey key(p8 != nullptr ? EVP_PKCS82PKEY(p8) : nullptr);
-                if (!key)
-                    raise(Kind::Unsupported,
-                          label + ": a private key in the PKCS#12 file has a type OpenSSL cannot " +
-                              "read: make an RSA 2048+ key");
-                out.keys.push_back({std::move(key), bag_name(bag), bag_key_id(bag)});
+                add_key(PKCS12_SAFEBAG_get0_p8inf(bag), bag);
                 break;
             }
             case NID_pkcs8ShroudedKeyBag: {
@@ -737,12 +739,7 @@ void read_bags(const STACK_OF(PKCS12_SAFEBAG) * bags, const P12Pass& pass, bool 
                                                    ": wrong keystore password (the private key does not " +
                                                    "decrypt): " + std::string(kPasswordFix));
                 }
-                PKey key(EVP_PKCS82PKEY(p8.get()));
-                if (!key)
-                    raise(Kind::Unsupported,
-                          label + ": a private key in the PKCS#12 file has a type OpenSSL cannot " +
-                              "read: make an RSA 2048+ key");
-                out.keys.push_back({std::move(key), bag_name(bag), bag_key_id(bag)});
+                add_key(p8.get(), bag);
                 break;
             }
             case NID_certBag: {

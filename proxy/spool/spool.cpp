@@ -777,11 +777,12 @@ void Spool::submit(std::unique_ptr<Op> op) {
     }
 }
 
-std::optional<Error> Spool::submit_and_wait(std::unique_ptr<Op> op) {
+std::optional<Error> Spool::submit_and_wait(std::unique_ptr<Op> op, std::unique_lock<std::mutex>* release) {
     std::promise<std::optional<Error>> p;
     auto f = p.get_future();
     op->done = [&p](std::optional<Error> e) { p.set_value(std::move(e)); };
     submit(std::move(op));
+    if (release) release->unlock();  // queued under the caller's lock; wait for the batch without it
     return f.get();
 }
 
@@ -1076,12 +1077,7 @@ std::optional<Error> Spool::fail(std::string_view id_sv, std::string_view reason
     op->steps.push_back(
         {Op::Step::Rename, queue_dir_ + "/" + id, dead_dir_ + "/" + id, kQueue, kDead, false});
     op->steps.push_back({Op::Step::Unlink, state_dir_ + "/" + id, "", kState, kState, true});
-    std::promise<std::optional<Error>> p;
-    auto f = p.get_future();
-    op->done = [&p](std::optional<Error> err) { p.set_value(std::move(err)); };
-    submit(std::move(op));
-    lk.unlock();
-    return f.get();
+    return submit_and_wait(std::move(op), &lk);
 }
 
 std::optional<Error> Spool::retry_now(std::string_view id_sv) {
@@ -1107,12 +1103,7 @@ std::optional<Error> Spool::retry_now(std::string_view id_sv) {
     } else {
         return plain_error(Errc::NotFound, "no such queue entry");
     }
-    std::promise<std::optional<Error>> p;
-    auto f = p.get_future();
-    op->done = [&p](std::optional<Error> err) { p.set_value(std::move(err)); };
-    submit(std::move(op));
-    lk.unlock();
-    return f.get();
+    return submit_and_wait(std::move(op), &lk);
 }
 
 std::optional<Error> Spool::remove(std::string_view id_sv) {
@@ -1128,14 +1119,8 @@ std::optional<Error> Spool::remove(std::string_view id_sv) {
     } else {
         return plain_error(Errc::NotFound, "no such queue entry");
     }
-    std::promise<std::optional<Error>> p;
-    auto f = p.get_future();
-    op->done = [&p](std::optional<Error> err) { p.set_value(std::move(err)); };
-    {
-        std::lock_guard lk(state_mutex_);
-        submit(std::move(op));
-    }
-    return f.get();
+    std::unique_lock lk(state_mutex_);
+    return submit_and_wait(std::move(op), &lk);
 }
 
 // ---- reading -------------------------------------------------------------------------------------

@@ -341,7 +341,8 @@ class Spool {
     friend class SpoolWriter;
     std::string new_id();
     void submit(std::unique_ptr<Op> op);
-    std::optional<Error> submit_and_wait(std::unique_ptr<Op> op);
+    // Queues op and waits until its batch is durable; `release`, if given, is unlocked once queued.
+    std::optional<Error> submit_and_wait(std::unique_ptr<Op> op, std::unique_lock<std::mutex>* release = nullptr);
     void committer_loop();
     void run_batch(std::vector<std::unique_ptr<Op>>& batch);
     std::optional<Error> write_state_tmp(const std::string& id, const DeliveryState& st, Op& op);
