@@ -193,6 +193,12 @@ TEST(ConfigParsers, Values) {
     EXPECT_EQ(parse_size("1024"), 1024u);
     EXPECT_FALSE(parse_size("lots"));
     EXPECT_FALSE(parse_size("10XB"));
+    EXPECT_EQ(parse_duration("5d"), 5 * 86400);
+    EXPECT_EQ(parse_duration("15m"), 900);
+    EXPECT_EQ(parse_duration("90"), 90);
+    EXPECT_EQ(parse_duration("12 h"), 12 * 3600);
+    EXPECT_FALSE(parse_duration("soon"));
+    EXPECT_FALSE(parse_duration("3w"));
     EXPECT_TRUE(parse_listen("[::1]:25"));
     EXPECT_TRUE(parse_listen("[::1]:25")->is_loopback());
     EXPECT_FALSE(parse_listen("0.0.0.0:25")->is_loopback());
@@ -210,6 +216,36 @@ TEST(ConfigParsers, Values) {
     EXPECT_TRUE(v6->contains("fd12::1"));
     EXPECT_FALSE(v6->contains("fe80::1"));
     EXPECT_FALSE(v6->contains("10.0.0.1"));
+}
+
+TEST_F(ConfigTest, FromPolicyAndQueueSettings) {
+    Config defaults = load(write(kValid));
+    EXPECT_EQ(defaults.smtp.from_policy, "rewrite");
+    EXPECT_EQ(defaults.queue.lifetime_s, 5 * 86400);
+    EXPECT_EQ(defaults.queue.per_mailbox, 4);
+
+    std::string text = kValid;
+    text.insert(text.find("[log]"), "[queue]\nlifetime = \"2d\"\nretry_initial = \"10s\"\nretry_max = \"20m\"\n"
+                                    "workers = 4\nper_mailbox = 2\n\n");
+    text.insert(text.find("max_message_size"), "from_policy = \"reject\"\n");
+    Config c = load(write(text));
+    EXPECT_EQ(c.smtp.from_policy, "reject");
+    EXPECT_EQ(c.queue.lifetime_s, 2 * 86400);
+    EXPECT_EQ(c.queue.retry_initial_s, 10);
+    EXPECT_EQ(c.queue.retry_max_s, 1200);
+    EXPECT_EQ(c.queue.workers, 4);
+    EXPECT_EQ(c.queue.per_mailbox, 2);
+
+    std::string bad = kValid;
+    bad.insert(bad.find("[log]"), "[queue]\nlifetime = \"forever\"\nper_mailbox = 8\n\n");
+    bad.insert(bad.find("max_message_size"), "from_policy = \"spoof\"\n");
+    auto p = problems(bad);
+    ASSERT_EQ(p.size(), 3u);
+    std::string all;
+    for (const auto& x : p) all += x.to_string() + "\n";
+    EXPECT_NE(all.find("smtp.from_policy: must be"), std::string::npos) << all;
+    EXPECT_NE(all.find("queue.lifetime: must be a duration"), std::string::npos) << all;
+    EXPECT_NE(all.find("queue.per_mailbox: must be between 1 and 4"), std::string::npos) << all;
 }
 
 TEST_F(ConfigTest, KeyPasswordCertFileAndExtraClaims) {

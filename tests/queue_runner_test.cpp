@@ -131,7 +131,7 @@ TEST(QueueRunner, TransientFailuresRetryAfterRetryAfterThenDeliver) {
         std::lock_guard lock(store.mutex);
         ASSERT_TRUE(store.next.count("Q1"));
         first_retry = store.next["Q1"];
-        EXPECT_GE(first_retry - clock.load(), 120);  // Retry-After honoured over a shorter backoff
+        EXPECT_EQ(first_retry - clock.load(), 120);  // exactly Retry-After: no shorter backoff, no longer one
     }
     EXPECT_EQ(sender.calls.load(), 1);  // not retried before it is due
     clock += 121;
@@ -146,6 +146,80 @@ TEST(QueueRunner, TransientFailuresRetryAfterRetryAfterThenDeliver) {
     EXPECT_EQ(sender.calls.load(), 3);
     EXPECT_EQ(store.delivered_ids, std::vector<std::string>{"Q1"});
     EXPECT_EQ(store.reads["Q1"], 3);  // every attempt re-reads the spool
+}
+
+TEST(QueueRunner, RetryAfterHoldsTheWholeMailboxButNotOthers) {
+    FakeStore store;
+    FakeSender sender;
+    std::atomic<std::int64_t> clock{1'000'000};
+    std::atomic<bool> throttled{true};
+    std::mutex seen_mutex;
+    std::vector<std::string> seen;  // mailbox of each call, in order
+    sender.script = [&](const mail::Prepared& p) {
+        {
+            std::lock_guard lock(seen_mutex);
+            seen.push_back(p.mailbox);
+        }
+        if (p.mailbox == "alice@sandbox.test" && throttled.exchange(false))
+            return result(mail::Outcome::Transient, 429, 30);
+        return result(mail::Outcome::Delivered);
+    };
+    RunnerOptions o;
+    o.workers = 1;  // one at a time, so the order of calls is the order of decisions
+    Runner runner(store, {{"a", &sender}}, o, [&] { return clock.load(); });
+    for (int i = 0; i < 5; ++i) {
+        store.bodies["A" + std::to_string(i)] = kBody;
+        runner.enqueue(msg("A" + std::to_string(i), "alice@sandbox.test", clock.load()));
+    }
+    store.bodies["B0"] = kBody;
+    runner.enqueue(msg("B0", "scanner@sandbox.test", clock.load()));
+    runner.start();
+    auto delivered = [&] {
+        std::lock_guard lock(store.mutex);
+        return store.delivered_ids.size();
+    };
+    for (int i = 0; i < 300 && delivered() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    {
+        // Alice's first message got 429 Retry-After 30: no other alice message was tried; scanner's went.
+        std::lock_guard lock(seen_mutex);
+        ASSERT_EQ(seen.size(), 2u);
+        EXPECT_EQ(seen[0], "alice@sandbox.test");
+        EXPECT_EQ(seen[1], "scanner@sandbox.test");
+    }
+    clock += 29;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+    EXPECT_EQ(sender.calls.load(), 2);  // still inside the 30 s
+    clock += 1;
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(store.delivered_ids.size(), 6u);
+    EXPECT_EQ(sender.calls.load(), 7);
+}
+
+TEST(QueueRunner, RetryNowMakesAWaitingMessageDueAndReportsUnknownOnes) {
+    FakeStore store;
+    FakeSender sender;
+    std::atomic<std::int64_t> clock{1'000'000};
+    std::atomic<int> n{0};
+    sender.script = [&](const mail::Prepared&) {
+        return ++n == 1 ? result(mail::Outcome::Transient, 503) : result(mail::Outcome::Delivered);
+    };
+    RunnerOptions o;
+    o.workers = 1;
+    Runner runner(store, {{"a", &sender}}, o, [&] { return clock.load(); });
+    store.bodies["Q1"] = kBody;
+    runner.enqueue(msg("Q1", "alice@sandbox.test", clock.load()));
+    runner.start();
+    auto deferred = [&] {
+        std::lock_guard lock(store.mutex);
+        return store.next.count("Q1") > 0;
+    };
+    for (int i = 0; i < 300 && !deferred(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_TRUE(deferred());
+    EXPECT_EQ(runner.retry_now("nope"), Runner::RetryResult::Unknown);
+    EXPECT_EQ(runner.retry_now("Q1"), Runner::RetryResult::Rescheduled);  // the clock has not moved
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    EXPECT_EQ(store.delivered_ids, std::vector<std::string>{"Q1"});
 }
 
 TEST(QueueRunner, PermanentFailureBouncesToTheSendersInbox) {

@@ -125,6 +125,19 @@ std::optional<std::uint64_t> parse_size(const std::string& text) {
     return n * it->second;
 }
 
+std::optional<std::int64_t> parse_duration(const std::string& text) {
+    std::size_t i = 0;
+    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
+    if (i == 0 || i > 9) return std::nullopt;
+    std::int64_t n = std::stoll(text.substr(0, i));
+    std::string unit = text.substr(i);
+    unit.erase(std::remove(unit.begin(), unit.end(), ' '), unit.end());
+    static const std::map<std::string, std::int64_t> units = {{"", 1}, {"s", 1}, {"m", 60}, {"h", 3600}, {"d", 86400}};
+    auto it = units.find(unit);
+    if (it == units.end()) return std::nullopt;
+    return n * it->second;
+}
+
 bool is_guid(const std::string& s) {
     if (s.size() != 36) return false;
     for (std::size_t i = 0; i < s.size(); ++i) {
@@ -564,6 +577,39 @@ Config load(const std::string& path) {
             if (!size || *size < 1024 || *size > 150ull * 1024 * 1024)
                 s.problem("max_message_size", "must be a size between 1KB and 150MiB, e.g. \"35MB\"");
             else cfg.smtp.max_message_size = *size;
+        }
+        if (auto v = s.str("from_policy", false)) {
+            if (*v != "rewrite" && *v != "keep" && *v != "reject")
+                s.problem("from_policy", "must be \"rewrite\", \"keep\" or \"reject\"");
+            else cfg.smtp.from_policy = *v;
+        }
+        s.finish();
+    }
+    if (const toml::table* t = top.table("queue")) {
+        Section s(*t, "queue", path, problems);
+        auto duration = [&](const char* key, std::int64_t min, std::int64_t max, std::int64_t& out) {
+            const toml::node* n = s.get(key);
+            if (!n) return;
+            std::optional<std::int64_t> v;
+            if (n->is_integer()) v = n->as_integer()->get();
+            else if (n->is_string()) v = parse_duration(n->as_string()->get());
+            if (!v || *v < min || *v > max)
+                s.problem(key, fmt::format("must be a duration between {} and {} seconds, e.g. \"30s\", \"15m\", "
+                                           "\"12h\", \"5d\"", min, max));
+            else out = *v;
+        };
+        duration("lifetime", 60, 30 * 86400, cfg.queue.lifetime_s);
+        duration("retry_initial", 1, 3600, cfg.queue.retry_initial_s);
+        duration("retry_max", 1, 86400, cfg.queue.retry_max_s);
+        if (cfg.queue.retry_max_s < cfg.queue.retry_initial_s)
+            s.problem("retry_max", "must not be shorter than retry_initial");
+        if (auto v = s.integer("workers")) {
+            if (*v < 1 || *v > 256) s.problem("workers", "must be between 1 and 256");
+            else cfg.queue.workers = static_cast<int>(*v);
+        }
+        if (auto v = s.integer("per_mailbox")) {
+            if (*v < 1 || *v > 4) s.problem("per_mailbox", "must be between 1 and 4 (Outlook's concurrency limit)");
+            else cfg.queue.per_mailbox = static_cast<int>(*v);
         }
         s.finish();
     }

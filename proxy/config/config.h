@@ -97,6 +97,18 @@ struct ListenerSet {
 
 struct SmtpConfig : ListenerSet {
     std::uint64_t max_message_size = 150ull * 1000 * 1000;
+    // Header From (or Sender) naming someone other than the sending mailbox: "rewrite" (From := the
+    // mailbox, the original kept as Reply-To), "keep" (Graph then needs Send As rights on it), "reject".
+    std::string from_policy = "rewrite";
+};
+
+// The outbound queue: how long and how often delivery is retried.
+struct QueueConfig {
+    std::int64_t lifetime_s = 5 * 24 * 3600;  // then the message bounces
+    std::int64_t retry_initial_s = 30;        // first backoff without a Retry-After; doubles per attempt
+    std::int64_t retry_max_s = 3600;
+    int workers = 8;
+    int per_mailbox = 4;  // concurrent Graph deliveries per mailbox (Outlook allows 4)
 };
 
 struct TlsConfig {
@@ -115,6 +127,7 @@ struct Config {
     ListenerSet imap;
     ListenerSet pop3;
     TlsConfig tls;
+    QueueConfig queue;
     ListenAddress admin_listen;
     log::Level log_level = log::Level::Info;
     log::Format log_format = log::Format::Text;
@@ -126,7 +139,8 @@ Config load(const std::string& path);
 // Exposed for tests and other modules.
 std::optional<ListenAddress> parse_listen(const std::string& text);
 std::optional<Network> parse_network(const std::string& text);
-std::optional<std::uint64_t> parse_size(const std::string& text);  // "150MB", "35MiB", "1048576"
+std::optional<std::uint64_t> parse_size(const std::string& text);
+std::optional<std::int64_t> parse_duration(const std::string& text);  // "30s", "15m", "12h", "5d", "90"  // "150MB", "35MiB", "1048576"
 bool is_guid(const std::string& s);
 bool is_domain(const std::string& s);
 bool is_email(const std::string& s);

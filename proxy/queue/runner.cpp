@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <random>
 
 #include "common/log.h"
@@ -44,17 +45,20 @@ void Runner::enqueue(QueuedMessage message) {
     changed_.notify_one();
 }
 
-void Runner::retry_now(const std::string& id) {
+Runner::RetryResult Runner::retry_now(const std::string& id) {
     std::lock_guard lock(mutex_);
+    if (in_flight_ids_.count(id)) return RetryResult::InFlight;
     for (auto it = due_.begin(); it != due_.end(); ++it) {
         if (it->second.id != id) continue;
         QueuedMessage m = std::move(it->second);
         due_.erase(it);
         m.next_attempt = 0;
+        paused_until_.erase(m.envelope.identity.mailbox);  // the admin asked for it now
         due_.emplace(0, std::move(m));
         changed_.notify_all();
-        return;
+        return RetryResult::Rescheduled;
     }
+    return RetryResult::Unknown;
 }
 
 RunnerStats Runner::stats() const {
@@ -74,9 +78,14 @@ void Runner::worker() {
     std::unique_lock lock(mutex_);
     while (!stopping_) {
         std::int64_t t = now();
+        for (auto it = paused_until_.begin(); it != paused_until_.end();)
+            it = it->second <= t ? paused_until_.erase(it) : std::next(it);
         auto pick = due_.end();
         for (auto it = due_.begin(); it != due_.end() && it->first <= t; ++it) {
-            if (in_flight_per_mailbox_[it->second.envelope.identity.mailbox] < options_.per_mailbox) {
+            const std::string& mb = it->second.envelope.identity.mailbox;
+            if (paused_until_.count(mb)) continue;
+            auto busy = in_flight_per_mailbox_.find(mb);
+            if (busy == in_flight_per_mailbox_.end() || busy->second < options_.per_mailbox) {
                 pick = it;
                 break;
             }
@@ -89,14 +98,17 @@ void Runner::worker() {
         QueuedMessage m = std::move(pick->second);
         due_.erase(pick);
         std::string mailbox = m.envelope.identity.mailbox;
+        std::string id = m.id;
         ++in_flight_per_mailbox_[mailbox];
         ++in_flight_;
+        in_flight_ids_.insert(id);
         ++stats_.attempts;
         lock.unlock();
         attempt(m);
         lock.lock();
         if (--in_flight_per_mailbox_[mailbox] == 0) in_flight_per_mailbox_.erase(mailbox);
         --in_flight_;
+        in_flight_ids_.erase(id);
         changed_.notify_all();
     }
 }
@@ -108,13 +120,19 @@ void Runner::attempt(QueuedMessage& m) {
         std::lock_guard lock(mutex_);
         ++(stats_.*field);
     };
+    // Graph's Retry-After is obeyed exactly (GRAPH-FACTS C.1: waiting longer only delays mail, retrying
+    // earlier prolongs the throttling); without one, exponential backoff with full jitter in [b/2, b].
     auto defer = [&](const std::string& why, std::optional<std::int64_t> retry_after) {
         int n = m.attempts + 1;
-        std::int64_t backoff = options_.backoff_initial.count() << std::min(n - 1, 20);
-        backoff = std::min<std::int64_t>(backoff, options_.backoff_max.count());
-        static thread_local std::mt19937_64 rng{std::random_device{}()};
-        backoff = backoff / 2 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(backoff / 2 + 1));
-        if (retry_after) backoff = std::max(backoff, *retry_after);
+        std::int64_t backoff = 0;
+        if (retry_after) {
+            backoff = std::clamp<std::int64_t>(*retry_after, 1, options_.backoff_max.count());
+        } else {
+            backoff = options_.backoff_initial.count() << std::min(n - 1, 20);
+            backoff = std::min<std::int64_t>(backoff, options_.backoff_max.count());
+            static thread_local std::mt19937_64 rng{std::random_device{}()};
+            backoff = backoff / 2 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(backoff / 2 + 1));
+        }
         std::int64_t next = now() + backoff;
         store_.deferred(m.id, why, next);
         m.attempts = n;
@@ -177,9 +195,10 @@ void Runner::attempt(QueuedMessage& m) {
     }
     mail::DeliveryResult r = sender->deliver(prepared);
     std::string request_id = r.request_ids.empty() ? r.request_id : r.request_ids.back();
-    const char* outcome = r.outcome == mail::Outcome::Delivered   ? "delivered"
-                          : r.outcome == mail::Outcome::Transient ? "deferred"
-                                                                  : "failed";
+    bool expired = env.received_at > 0 && now() - env.received_at > options_.lifetime.count();
+    const char* outcome = r.outcome == mail::Outcome::Delivered                ? "delivered"
+                          : r.outcome == mail::Outcome::Transient && !expired ? "deferred"
+                                                                               : "failed";
     log::Logger::instance().write(r.delivered() ? log::Level::Info : log::Level::Warn, "queue", &ctx, outcome,
                                   {{"mailbox", env.identity.mailbox},
                                    {"rcpts", static_cast<std::uint64_t>(env.recipients.size())},
@@ -192,8 +211,13 @@ void Runner::attempt(QueuedMessage& m) {
         count(&RunnerStats::delivered);
         return;
     }
-    bool expired = env.received_at > 0 && now() - env.received_at > options_.lifetime.count();
     if (r.outcome == mail::Outcome::Transient && !expired) {
+        if (r.retry_after && (r.http_status == 429 || r.http_status == 503)) {
+            // The throttle is per app and mailbox: hold every message of this mailbox, not just this one.
+            std::lock_guard lock(mutex_);
+            auto& until = paused_until_[env.identity.mailbox];
+            until = std::max(until, now() + std::max<std::int64_t>(*r.retry_after, 1));
+        }
         defer(r.detail, r.retry_after);
         return;
     }

@@ -1,7 +1,9 @@
 // The delivery side of the relay: takes spooled messages when they are due, sends them through Graph
 // (graph/mail prepare + Deliverer) as the mailbox they were accepted for, and records the outcome:
-// delivered -> removed from the spool; transient (429, 5xx, network) -> retried after Retry-After or an
-// exponential backoff with jitter, until the queue lifetime; permanent (or lifetime exceeded) -> an
+// delivered -> removed from the spool; transient (429, 5xx, network) -> retried after exactly Retry-After
+// when Graph sends one (and the whole mailbox waits that long: usage accrues while throttled, so early
+// calls for other messages would prolong it), else after an exponential backoff with jitter, until the
+// queue lifetime; permanent (or lifetime exceeded) -> an
 // RFC 3464 bounce in the sender's Inbox and the message leaves the spool.
 //
 // At most `per_mailbox` deliveries run at once for one mailbox (Outlook's concurrency limit is 4), and
@@ -26,6 +28,7 @@
 #include "graph/mail/deliverer.h"
 #include "graph/mail/prepare.h"
 #include "proxy/smtp/server.h"
+
 
 namespace gb::queue {
 
@@ -87,7 +90,10 @@ public:
     void start();
     void stop();  // waits for attempts in flight
     void enqueue(QueuedMessage message);
-    void retry_now(const std::string& id);
+    // Makes a queued message due now. Unknown: not queued here (e.g. moved back from dead/ by the CLI; the
+    // caller may enqueue it); InFlight: being attempted right now (its outcome decides what follows).
+    enum class RetryResult { Rescheduled, InFlight, Unknown };
+    RetryResult retry_now(const std::string& id);
     RunnerStats stats() const;
     // Blocks until nothing is queued or in flight, or the timeout passes; true when idle (tests).
     bool wait_idle(std::chrono::milliseconds timeout);
@@ -106,6 +112,8 @@ private:
     std::condition_variable changed_;
     std::multimap<std::int64_t, QueuedMessage> due_;  // by next attempt
     std::map<std::string, int> in_flight_per_mailbox_;
+    std::map<std::string, std::int64_t> paused_until_;  // mailbox -> unix seconds (Graph said Retry-After)
+    std::set<std::string> in_flight_ids_;
     std::size_t in_flight_ = 0;
     bool stopping_ = false;
     RunnerStats stats_;
