@@ -189,6 +189,7 @@ TokenResult TokenBroker::fetch_locked(std::unique_lock<std::mutex>& lock) {
     in_flight_ = false;
     if (fresh) {
         token_ = *fresh;
+        last_roles_ = fresh->roles;
         last_failure_.reset();
         failures_ = 0;
         next_attempt_ms_ = 0;
@@ -247,6 +248,11 @@ TokenResult TokenBroker::refresh_after_rejection(const std::string& rejected) {
     if (token_ && token_->access_token == rejected) token_.reset();
     if (last_failure_ && now_ms() < next_attempt_ms_) return *last_failure_;
     return fetch_locked(lock);
+}
+
+std::optional<std::vector<std::string>> TokenBroker::known_roles() const {
+    std::lock_guard lock(mutex_);
+    return last_roles_;
 }
 
 void TokenBroker::refresher() {

@@ -105,6 +105,9 @@ public:
 
     // Token requests actually sent to the endpoint.
     std::uint64_t requests_sent() const;
+    // Roles of the most recent token obtained (kept after it expires); nullopt before the first one.
+    // Never blocks on the network.
+    std::optional<std::vector<std::string>> known_roles() const;
 
     const TokenBrokerConfig& config() const { return config_; }
 
@@ -125,6 +128,7 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable changed_;
     std::optional<Token> token_;
+    std::optional<std::vector<std::string>> last_roles_;
     std::optional<TokenFailure> last_failure_;
     bool in_flight_ = false;
     int failures_ = 0;

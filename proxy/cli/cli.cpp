@@ -26,8 +26,10 @@ constexpr const char* kUsage = R"(usage: graphbridge [COMMAND] [OPTIONS]
 
 commands:
   serve --config FILE            run the bridge (default when no command is given)
-  sandbox [--dir DIR] [--port P] run against the embedded sandbox tenant (default DIR ./sandbox-state,
-                                 port 9443); writes a complete config to DIR and prints how to connect
+  sandbox [--dir DIR] [--port P] [--no-bridge]
+                                 run against the embedded sandbox tenant (default DIR ./sandbox-state,
+                                 port 9443); writes a complete config to DIR and prints how to connect;
+                                 --no-bridge serves only the emulated tenant (run `serve` on the config)
   check --config FILE            connectivity test: credentials, token, mailboxes
   cert new --out DIR [--cn NAME] [--days N]
   cert show KEYSTORE [--alias A]
@@ -44,12 +46,19 @@ struct Options {
     std::string error;
 };
 
-Options parse_options(const std::vector<std::string>& args, std::size_t from, std::initializer_list<const char*> known) {
+Options parse_options(const std::vector<std::string>& args, std::size_t from, std::initializer_list<const char*> known,
+                      std::initializer_list<const char*> flags = {}) {
     Options o;
     for (std::size_t i = from; i < args.size(); ++i) {
         const std::string& a = args[i];
         if (a.rfind("--", 0) == 0) {
             std::string name = a.substr(2), value;
+            bool is_flag = false;
+            for (const char* f : flags) is_flag = is_flag || name == f;
+            if (is_flag) {
+                o.values[name] = "1";
+                continue;
+            }
             auto eq = name.find('=');
             if (eq != std::string::npos) {
                 value = name.substr(eq + 1);
@@ -236,7 +245,9 @@ int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
 
     // The bridge itself, on the generated config (SMTP now; IMAP and POP3 are not part of this build yet).
     std::unique_ptr<runtime::Bridge> bridge;
-    {
+    if (o.values.count("no-bridge")) {
+        out << fmt::format("\nBridge not started (--no-bridge): graphbridge serve --config {}\n", setup.config_path);
+    } else {
         bridge = start_bridge(setup.config_path, err);
         if (!bridge) {
             server.stop();
@@ -284,7 +295,7 @@ int run(const std::vector<std::string>& args, std::istream& in, std::ostream& ou
     }
     if (cmd == "passwd") return passwd(in, out, err);
     if (cmd == "sandbox") {
-        Options o = parse_options(args, 1, {"dir", "port"});
+        Options o = parse_options(args, 1, {"dir", "port"}, {"no-bridge"});
         if (!o.error.empty() || !o.positional.empty()) {
             err << "graphbridge sandbox: " << (o.error.empty() ? "unexpected argument " + o.positional[0] : o.error)
                 << "\n";

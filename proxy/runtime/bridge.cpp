@@ -2,7 +2,11 @@
 
 #include <unistd.h>
 
+#include <fmt/format.h>
+
+#include <condition_variable>
 #include <filesystem>
+#include <thread>
 #include <map>
 #include <stdexcept>
 
@@ -129,6 +133,23 @@ public:
         deliverer_ = std::make_unique<mail::Deliverer>(*graph_, *http_);
     }
     mail::DeliveryResult deliver(const mail::Prepared& m) override { return deliverer_->deliver(m); }
+
+    // Without Mail.ReadWrite only the one-request MIME sendMail is possible (no drafts, no upload
+    // sessions): a message whose base64 exceeds the request limit can never be sent, so the SMTP side
+    // refuses it up front. Unknown until the first token (then no cap: it bounces if it must).
+    std::optional<smtp::SizeCap> size_cap(const mail::PreparePolicy& prepare) const {
+        auto roles = broker_->known_roles();
+        if (!roles) return std::nullopt;
+        for (const auto& r : *roles)
+            if (r == "Mail.ReadWrite") return std::nullopt;
+        // base64 is 4/3 of the MIME; keep 64 KiB for the headers prepare() may add (Bcc, Date, Message-ID).
+        std::uint64_t limit = prepare.max_request_body / 4 * 3 - 64 * 1024;
+        return smtp::SizeCap{limit, fmt::format("Message too big for this sender: the app registration lacks the "
+                                                "Mail.ReadWrite permission needed for mail over {} bytes",
+                                                limit)};
+    }
+    // Gets the first token in the background (so size_cap() and problems are known early).
+    void warm_up() { (void)broker_->get(); }
     mail::DeliveryResult store_in_inbox(const std::string& mailbox, const std::string& mime) override {
         return deliverer_->store_in_inbox(mailbox, mime);
     }
@@ -160,6 +181,39 @@ struct Bridge::Impl {
     std::unique_ptr<smtp::Policy> policy;
     std::unique_ptr<smtp::SmtpServer> smtp;
     std::size_t recovered = 0;
+
+    // Background chores: first tokens, and `graphbridge queue retry` notices from the CLI.
+    std::thread chores;
+    std::mutex chores_mutex;
+    std::condition_variable chores_cv;
+    bool stopping = false;
+
+    void enqueue_from_spool(const std::string& id) {
+        auto entry = spool->load(id);
+        if (!entry) return;
+        queue::QueuedMessage m;
+        m.id = id;
+        m.envelope = from_spool(entry->envelope);
+        m.attempts = static_cast<int>(entry->state.attempts);
+        m.next_attempt = entry->state.next_attempt_ms / 1000;
+        runner->enqueue(std::move(m));
+    }
+
+    void run_chores() {
+        for (auto& [name, sender] : senders) sender->warm_up();
+        std::unique_lock lock(chores_mutex);
+        while (!stopping) {
+            chores_cv.wait_for(lock, std::chrono::seconds(1));
+            if (stopping) break;
+            lock.unlock();
+            for (const auto& id : spool->take_kicks()) {
+                auto r = runner->retry_now(id);
+                if (r == queue::Runner::RetryResult::Unknown) enqueue_from_spool(id);  // e.g. back from dead/
+                log::info("queue", "retry requested by an admin", {{"id", id}});
+            }
+            lock.lock();
+        }
+    }
 };
 
 Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
@@ -181,20 +235,22 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     for (auto& [name, s] : d.senders) senders.emplace(name, s.get());
     queue::RunnerOptions ro;
     ro.hostname = host_name();
+    ro.lifetime = std::chrono::seconds(cfg.queue.lifetime_s);
+    ro.backoff_initial = std::chrono::seconds(cfg.queue.retry_initial_s);
+    ro.backoff_max = std::chrono::seconds(cfg.queue.retry_max_s);
+    ro.workers = cfg.queue.workers;
+    ro.per_mailbox = cfg.queue.per_mailbox;
+    ro.prepare.from_policy = cfg.smtp.from_policy == "keep"     ? mail::FromPolicy::Keep
+                             : cfg.smtp.from_policy == "reject" ? mail::FromPolicy::Reject
+                                                                : mail::FromPolicy::Rewrite;
     d.runner = std::make_unique<queue::Runner>(*d.store, senders, ro);
 
     std::optional<spool::Error> err;
     auto entries = d.spool->recover(&err);
     if (err) throw std::runtime_error("spool " + so.root + ": " + err->message);
+    d.spool->take_kicks();  // everything is scheduled from its state file now
     for (const auto& info : entries) {
-        auto entry = d.spool->load(info.id);
-        if (!entry) continue;
-        queue::QueuedMessage m;
-        m.id = info.id;
-        m.envelope = from_spool(entry->envelope);
-        m.attempts = static_cast<int>(info.state.attempts);
-        m.next_attempt = info.state.next_attempt_ms / 1000;
-        d.runner->enqueue(std::move(m));
+        d.enqueue_from_spool(info.id);
         ++d.recovered;
     }
 
@@ -208,6 +264,12 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     o.tls_key_pem = d.tls.key_pem;
     o.tls_min_version = cfg.tls.min_version;
     o.max_message_size = cfg.smtp.max_message_size;
+    mail::PreparePolicy prepare = ro.prepare;
+    o.size_cap = [&d, prepare](const smtp::SenderIdentity& who) -> std::optional<smtp::SizeCap> {
+        auto it = d.senders.find(who.app);
+        if (it == d.senders.end()) return std::nullopt;
+        return it->second->size_cap(prepare);
+    };
     d.smtp = std::make_unique<smtp::SmtpServer>(o, *d.policy, *d.sink);
 }
 
@@ -216,9 +278,16 @@ Bridge::~Bridge() { stop(); }
 void Bridge::start() {
     impl_->smtp->start();
     impl_->runner->start();
+    impl_->chores = std::thread([d = impl_.get()] { d->run_chores(); });
 }
 
 void Bridge::stop() {
+    {
+        std::lock_guard lock(impl_->chores_mutex);
+        impl_->stopping = true;
+    }
+    impl_->chores_cv.notify_all();
+    if (impl_->chores.joinable()) impl_->chores.join();
     if (impl_->smtp) impl_->smtp->stop();
     if (impl_->runner) impl_->runner->stop();
 }

@@ -130,6 +130,13 @@ public:
             return proto::Reply{d.code, d.enhanced, d.text};
         }
         identity_ = d.identity;
+        cap_.reset();
+        if (srv_.options.size_cap && identity_) cap_ = srv_.options.size_cap(*identity_);
+        if (cap_ && request.params.size && *request.params.size > cap_->bytes) {
+            log::Logger::instance().write(log::Level::Warn, "smtp", &ctx_, "message too big for this sender",
+                                          {{"ip", ip_}, {"size", *request.params.size}, {"limit", cap_->bytes}});
+            return proto::Reply{552, "5.3.4", cap_->reason};
+        }
         return proto::Reply{250, "2.1.0", "Sender OK"};
     }
 
@@ -141,16 +148,26 @@ public:
 
     proto::Answer data_begin(const proto::Session&) override {
         writer_ = srv_.sink.begin();
+        body_bytes_ = 0;
         if (!writer_) return proto::Reply{451, "4.3.0", "Unable to accept message now"};
         return proto::Answer::accept();
     }
 
     void data_chunk(std::string_view bytes) override {
+        body_bytes_ += bytes.size();
+        if (cap_ && body_bytes_ > cap_->bytes) return;  // refused at the end; nothing more is written
         if (writer_) writer_->append(bytes);
     }
 
     proto::Answer data_end(const proto::Session& session) override {
         if (!writer_ || !session.transaction || !identity_) return proto::Reply{451, "4.3.0", "Local error"};
+        if (cap_ && body_bytes_ > cap_->bytes) {
+            writer_->abort();
+            writer_.reset();
+            log::Logger::instance().write(log::Level::Warn, "smtp", &ctx_, "message too big for this sender",
+                                          {{"ip", ip_}, {"size", body_bytes_}, {"limit", cap_->bytes}});
+            return proto::Reply{552, "5.3.4", cap_->reason};
+        }
         Envelope env;
         env.reverse_path = session.transaction->reverse_path.to_string();
         for (const auto& r : session.transaction->recipients) env.recipients.push_back(r.to_string());
@@ -250,6 +267,8 @@ private:
     asio::steady_timer deadline_;
     bool timed_out_ = false;
     std::optional<proto::Answer> answer_;
+    std::optional<SizeCap> cap_;      // for the current transaction's sender
+    std::uint64_t body_bytes_ = 0;    // of the current message
     std::chrono::milliseconds answer_delay_{0};
 
     std::unique_ptr<proto::SmtpEngine> engine_;

@@ -53,6 +53,14 @@ public:
     virtual std::unique_ptr<MessageWriter> begin() = 0;
 };
 
+// A size limit narrower than max_message_size for one sender, e.g. an app registration without
+// Mail.ReadWrite can only use the one-request MIME sendMail (about 3 MB). Checked at MAIL FROM against
+// SIZE= and while the body streams in; exceeding it answers "552 5.3.4 <reason>".
+struct SizeCap {
+    std::uint64_t bytes = 0;
+    std::string reason;
+};
+
 struct ServerOptions {
     std::string hostname = "localhost";
     std::vector<config::ListenAddress> listen;      // plain, STARTTLS offered when TLS is configured
@@ -66,6 +74,7 @@ struct ServerOptions {
     std::chrono::seconds idle_timeout{300};
     int threads = 2;
     AuthThrottle::Options auth_throttle;
+    std::function<std::optional<SizeCap>(const SenderIdentity&)> size_cap;  // optional
 };
 
 struct ServerStats {

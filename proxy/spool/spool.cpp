@@ -649,6 +649,7 @@ Spool::Spool(Options options) : opts_(std::move(options)) {
     state_dir_ = opts_.root + "/state";
     dead_dir_ = opts_.root + "/dead";
     corrupt_dir_ = opts_.root + "/corrupt";
+    kick_dir_ = opts_.root + "/kick";
     auto fail = [this](const std::string& what) {
         int err = errno;
         for (int& fd : dir_fds_) close_fd(fd);
@@ -657,7 +658,7 @@ Spool::Spool(Options options) : opts_(std::move(options)) {
         throw std::runtime_error(fmt::format("spool: {}: {}", what, std::strerror(err)));
     };
     for (const std::string* d :
-         {&opts_.root, &tmp_dir_, &queue_dir_, &state_dir_, &dead_dir_, &corrupt_dir_}) {
+         {&opts_.root, &tmp_dir_, &queue_dir_, &state_dir_, &dead_dir_, &corrupt_dir_, &kick_dir_}) {
         if (::mkdir(d->c_str(), 0700) != 0 && errno != EEXIST) fail("mkdir " + *d);
     }
     root_fd_ = ::open(opts_.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1103,7 +1104,26 @@ std::optional<Error> Spool::retry_now(std::string_view id_sv) {
     } else {
         return plain_error(Errc::NotFound, "no such queue entry");
     }
-    return submit_and_wait(std::move(op), &lk);
+    if (auto e = submit_and_wait(std::move(op), &lk)) return e;
+    // Tell a running delivery side (another process, usually) to look at the entry now. Best effort and not
+    // durable: after a crash, recover() schedules the entry from its state file anyway.
+    int fd = ::open((kick_dir_ + "/" + id).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
+    return std::nullopt;
+}
+
+std::vector<std::string> Spool::take_kicks() {
+    std::vector<std::string> ids;
+    DIR* dir = ::opendir(kick_dir_.c_str());
+    if (!dir) return ids;
+    while (dirent* e = ::readdir(dir)) {
+        std::string name = e->d_name;
+        if (name == "." || name == "..") continue;
+        ::unlink((kick_dir_ + "/" + name).c_str());
+        if (valid_id(name) && ids.size() < 10000) ids.push_back(std::move(name));
+    }
+    ::closedir(dir);
+    return ids;
 }
 
 std::optional<Error> Spool::remove(std::string_view id_sv) {

@@ -36,6 +36,7 @@
 //             absent = never attempted
 //   dead/     dead letters "<id>" + "<id>.state": kept until an admin deletes them (queue delete ID). The
 //             delivery side sends the bounce (as a new spool entry) before calling fail().
+//   kick/     empty files "<id>": retry_now() notices for the running delivery side (take_kicks())
 //   corrupt/  entries that failed verification on recover(), with their state, for a human to look at
 //   lock      flock()ed by the process that owns delivery (Options::exclusive); recover() needs it
 //
@@ -65,8 +66,9 @@
 //
 // Thread safety: Spool is thread-safe. A SpoolWriter belongs to one thread at a time. Several processes
 // may open the same spool (serve + the queue CLI); only the one holding the lock may call recover().
-// A CLI retry_now()/remove() while serve runs becomes visible to serve when it re-reads the state
-// (load(), list()); complete()/mark_attempt() on an id removed meanwhile report NotFound.
+// A CLI retry_now() while serve runs also drops a notice in kick/ that serve collects with take_kicks()
+// and acts on at once; a CLI remove() shows when serve next reads the entry (complete()/mark_attempt()
+// on an id removed meanwhile report NotFound).
 #pragma once
 
 #include <atomic>
@@ -327,6 +329,8 @@ class Spool {
     std::optional<Error> fail(std::string_view id, std::string_view reason);
     // Admin: next attempt = now (queue/), or back from dead/ into queue/ with attempts reset.
     std::optional<Error> retry_now(std::string_view id);
+    // Ids whose retry_now() notice has not been collected yet (each returned once, then forgotten).
+    std::vector<std::string> take_kicks();
     // Admin delete from queue/ or dead/.
     std::optional<Error> remove(std::string_view id);
 
@@ -353,7 +357,7 @@ class Spool {
                                       std::unique_ptr<Op>& op);
 
     Options opts_;
-    std::string tmp_dir_, queue_dir_, state_dir_, dead_dir_, corrupt_dir_;
+    std::string tmp_dir_, queue_dir_, state_dir_, dead_dir_, corrupt_dir_, kick_dir_;
     int root_fd_ = -1;
     int lock_fd_ = -1;
     int dir_fds_[4] = {-1, -1, -1, -1};  // tmp, queue, state, dead
