@@ -4,7 +4,7 @@ tenant) and `graphbridge serve` as separate processes, real SMTP clients over re
 back from the sandbox over Graph (HTTPS). Each scenario gets its own tenant, spool and ports.
 
 Usage: relay_system.py GRAPHBRIDGE_BINARY SCENARIO
-Scenarios: msmtp, large, throttling, crash, sizecap. Exit status 0 = every check held."""
+Scenarios: msmtp, large, throttling, crash, sizecap, queue. Exit status 0 = every check held."""
 import email
 import email.policy
 import hashlib
@@ -411,7 +411,29 @@ def scenario_sizecap(t):
         check(code == 250, "SIZE=5000000 accepted once Mail.ReadWrite is granted (%d)" % code)
 
 
-SCENARIOS = {"msmtp": scenario_msmtp, "large": scenario_large, "throttling": scenario_throttling,
+def scenario_queue(t):
+    """`graphbridge queue list / retry` against a running bridge: a message held by a long Retry-After
+    is listed, and retry makes the running bridge send it at once."""
+    t.start_bridge()
+    t.admin("/sandbox/faults", {"target": "graph", "kind": "status", "status": 429, "retry_after": 600, "count": 1})
+    with smtplib.SMTP("127.0.0.1", t.smtp_port, timeout=30) as s:
+        qid = send_for_id(s, plain_message("held " + uuid.uuid4().hex, "held by Retry-After 600\n"))
+    check(wait_for(lambda: re.search(r"\[%s\]: deferred .*status=429" % qid, open(t.bridge_log).read()), 30),
+          "first attempt deferred by 429 Retry-After 600")
+    listed = subprocess.run([t.binary, "queue", "list", "--config", t.config], capture_output=True, text=True)
+    check(listed.returncode == 0 and qid in listed.stdout, "queue list shows %s" % qid)
+    time.sleep(2)
+    check(not t.delivered(qid), "not retried before Retry-After")
+    start = time.time()
+    r = subprocess.run([t.binary, "queue", "retry", qid, "--config", t.config], capture_output=True, text=True)
+    check(r.returncode == 0, "queue retry exits 0 (%s)" % r.stderr.strip())
+    check(wait_for(lambda: t.delivered(qid), 20, 0.1), "running bridge delivered it after queue retry (%.1f s)"
+          % (time.time() - start))
+    listed = subprocess.run([t.binary, "queue", "list", "--config", t.config], capture_output=True, text=True)
+    check(qid not in listed.stdout, "gone from queue list once delivered")
+
+
+SCENARIOS = {"queue": scenario_queue, "msmtp": scenario_msmtp, "large": scenario_large, "throttling": scenario_throttling,
              "crash": scenario_crash, "sizecap": scenario_sizecap}
 
 
