@@ -4,7 +4,7 @@ tenant) and `graphbridge serve` as separate processes, real SMTP clients over re
 back from the sandbox over Graph (HTTPS). Each scenario gets its own tenant, spool and ports.
 
 Usage: relay_system.py GRAPHBRIDGE_BINARY SCENARIO
-Scenarios: msmtp, large, throttling, crash, sizecap, queue. Exit status 0 = every check held."""
+Scenarios: msmtp, large, throttling, crash, sizecap, queue, envelope. Exit status 0 = every check held."""
 import email
 import email.policy
 import hashlib
@@ -433,7 +433,86 @@ def scenario_queue(t):
     check(qid not in listed.stdout, "gone from queue list once delivered")
 
 
-SCENARIOS = {"queue": scenario_queue, "msmtp": scenario_msmtp, "large": scenario_large, "throttling": scenario_throttling,
+def scenario_envelope(t):
+    """Over SMTP end to end: the split-transaction case reaches each recipient exactly once; an 8-bit
+    UTF-8 body and a UTF-8 envelope address (SMTPUTF8) arrive intact; BDAT chunks make it through."""
+    t.start_bridge()
+    # One message whose headers name bob and alice, split by an upstream MTA into two transactions.
+    subject = "split " + uuid.uuid4().hex
+    m = EmailMessage()
+    m["From"], m["To"], m["Cc"], m["Subject"] = "scanner@sandbox.test", "bob@sandbox.test", "alice@sandbox.test", subject
+    m.set_content("one message, two transactions\n")
+    with smtplib.SMTP("127.0.0.1", t.smtp_port, timeout=30) as s:
+        send_for_id(s, m, to=("bob@sandbox.test",))
+        send_for_id(s, m, to=("alice@sandbox.test",))
+    for mb in ("bob@sandbox.test", "alice@sandbox.test"):
+        got = wait_for(lambda: t.by_subject(mb).get(subject), 30)
+        time.sleep(0.5)
+        got = t.by_subject(mb).get(subject)
+        check(got is not None and len(got) == 1, "split transaction: %s got it exactly once (%s)" %
+              (mb, len(got or [])))
+
+    # 8-bit UTF-8 body and header, an envelope-only UTF-8 recipient.
+    subject = "Grüße " + uuid.uuid4().hex
+    body = "Sehr geehrte Damen und Herren,\nanbei die Rechnung für März: 1.234,56 €\n"
+    raw = ("From: scanner@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: %s\r\nMIME-Version: 1.0\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n%s" %
+           (subject, body.replace("\n", "\r\n"))).encode("utf-8")
+    with smtplib.SMTP("127.0.0.1", t.smtp_port, timeout=30) as s:
+        s.ehlo()
+        check(s.has_extn("smtputf8") and s.has_extn("8bitmime"), "SMTPUTF8 and 8BITMIME advertised")
+        code, _ = s.mail("scanner@sandbox.test", ["BODY=8BITMIME", "SMTPUTF8"])
+        check(code == 250, "MAIL with BODY=8BITMIME SMTPUTF8: %d" % code)
+        for r in ("bob@sandbox.test", "jürgen@example.com"):
+            code, _ = s.rcpt(r)
+            check(code == 250, "RCPT %s: %d" % (r, code))
+        code, text = s.data(raw)
+        check(code == 250, "8-bit message accepted: %d %s" % (code, text))
+    got = wait_for(lambda: t.by_subject("bob@sandbox.test").get(subject), 30)
+    check(got is not None and len(got) == 1, "8-bit message delivered to bob once (UTF-8 subject intact)")
+    if got:
+        text = delivered_text(t.mime("bob@sandbox.test", got[0])).replace("\r\n", "\n")
+        check(text == body, "8-bit UTF-8 body intact")
+    sent = [x for x in t.messages("scanner@sandbox.test", "sentitems") if x.get("subject") == subject]
+    if check(len(sent) == 1, "sender's Sent Items has the copy"):
+        full = t.graph("/users/scanner@sandbox.test/messages/%s?$select=bccRecipients" % sent[0]["id"])
+        bcc = [r["emailAddress"]["address"] for r in full.get("bccRecipients", [])]
+        check("jürgen@example.com" in bcc, "the UTF-8 envelope-only recipient was sent as Bcc (%s)" % bcc)
+
+    # BDAT (CHUNKING) through the whole chain, on a raw socket.
+    subject = "bdat " + uuid.uuid4().hex
+    msg = ("From: scanner@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: %s\r\n\r\nchunk one, "
+           % subject).encode()
+    tail = b"chunk two\r\n.leading dot stays\r\n"
+    with socket.create_connection(("127.0.0.1", t.smtp_port), timeout=30) as c:
+        f = c.makefile("rb")
+
+        def reply():
+            lines = []
+            while True:
+                line = f.readline()
+                lines.append(line)
+                if len(line) < 4 or line[3:4] != b"-":
+                    return b"".join(lines)
+
+        reply()
+        c.sendall(b"EHLO bdat.example\r\n")
+        reply()
+        c.sendall(b"MAIL FROM:<scanner@sandbox.test>\r\nRCPT TO:<bob@sandbox.test>\r\n")
+        reply(), reply()
+        c.sendall(b"BDAT %d\r\n" % len(msg) + msg)
+        r1 = reply()
+        c.sendall(b"BDAT %d LAST\r\n" % len(tail) + tail)
+        r2 = reply()
+        check(r1.startswith(b"250") and r2.startswith(b"250 2.0.0"), "BDAT chunks accepted (%r)" % r2.strip())
+        c.sendall(b"QUIT\r\n")
+    got = wait_for(lambda: t.by_subject("bob@sandbox.test").get(subject), 30)
+    if check(got is not None and len(got) == 1, "BDAT message delivered"):
+        text = delivered_text(t.mime("bob@sandbox.test", got[0])).replace("\r\n", "\n")
+        check(text == "chunk one, chunk two\n.leading dot stays\n", "BDAT body intact, no dot-unstuffing (%r)" % text)
+
+
+SCENARIOS = {"envelope": scenario_envelope, "queue": scenario_queue, "msmtp": scenario_msmtp, "large": scenario_large, "throttling": scenario_throttling,
              "crash": scenario_crash, "sizecap": scenario_sizecap}
 
 
