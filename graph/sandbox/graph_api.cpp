@@ -1984,6 +1984,29 @@ void GraphApi::expire_delta_tokens() {
     ++impl_->delta_epoch;
 }
 
+std::variant<std::string, std::string> GraphApi::inject_message(std::string_view mailbox, std::string_view folder,
+                                                               const std::string& mime, bool is_read,
+                                                               std::int64_t received) {
+    using R = std::variant<std::string, std::string>;
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->hosted(lower(std::string(mailbox)))) return R(std::in_place_index<1>, "no such mailbox");
+    MailboxData& box = impl_->store.ensure_mailbox(lower(std::string(mailbox)));
+    MailFolder* f = MailStore::find_folder(box, folder);
+    if (!f) return R(std::in_place_index<1>, "no such folder");
+    std::int64_t now = impl_->clock();
+    StoredMessage m;
+    try {
+        m = Impl::message_from_mime(mime, received ? received : now);
+    } catch (...) {  // ApiError: the MIME did not parse
+        return R(std::in_place_index<1>, "invalid MIME");
+    }
+    m.folder_id = f->id;
+    m.is_read = is_read;
+    m.is_draft = false;
+    if (received) m.received = received;
+    return R(std::in_place_index<0>, MailStore::insert(box, std::move(m), now).immutable_id);
+}
+
 std::size_t GraphApi::count_messages(std::string_view mailbox, std::string_view well_known_folder) const {
     std::lock_guard lock(impl_->mutex);
     const MailboxData* box = impl_->store.mailbox(mailbox);

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <variant>
 #include <string_view>
 
 #include "graph/sandbox/http_types.h"
@@ -37,6 +38,13 @@ public:
 
     // Expire every delta token issued so far (next use answers 410 syncStateNotFound): fault tests.
     void expire_delta_tokens();
+
+    // Test hook ("as if it arrived, or was filed in Outlook"): stores `mime` as a received, non-draft
+    // message in a folder (well-known name or id) of a hosted mailbox. Returns the immutable id, or an
+    // error text ("no such mailbox", "no such folder", "invalid MIME").
+    std::variant<std::string, std::string> inject_message(std::string_view mailbox, std::string_view folder,
+                                                          const std::string& mime, bool is_read,
+                                                          std::int64_t received = 0);
 
     // Test hook: number of messages in a mailbox folder by well-known name (e.g. "inbox", "sentitems").
     std::size_t count_messages(std::string_view mailbox, std::string_view well_known_folder) const;

@@ -1,0 +1,449 @@
+// StateStore on SQLite: one connection, serialised by a mutex; every mutating call is one IMMEDIATE
+// transaction. WAL journal with synchronous=NORMAL: a crash loses at most the last transactions, never
+// consistency; and everything here can be rebuilt from Graph except the UID map, whose loss shows as a
+// new UIDVALIDITY (clients resync) rather than as wrong UIDs.
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "proxy/sync/state_store.h"
+
+namespace gb::sync {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+
+const char* kSchema = R"SQL(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS folders(
+  mailbox TEXT NOT NULL, folder_id TEXT NOT NULL, parent_id TEXT NOT NULL, name TEXT NOT NULL,
+  path TEXT NOT NULL, special_use TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uidnext INTEGER NOT NULL,
+  highestmodseq INTEGER NOT NULL, delta_link TEXT NOT NULL, subscribed INTEGER NOT NULL,
+  synced_at INTEGER NOT NULL,
+  PRIMARY KEY(mailbox, folder_id));
+CREATE TABLE IF NOT EXISTS messages(
+  mailbox TEXT NOT NULL, folder_id TEXT NOT NULL, uid INTEGER NOT NULL, graph_id TEXT NOT NULL,
+  flags INTEGER NOT NULL, keywords TEXT NOT NULL, size INTEGER NOT NULL, internal_date INTEGER NOT NULL,
+  modseq INTEGER NOT NULL,
+  PRIMARY KEY(mailbox, folder_id, uid));
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_graph_id ON messages(mailbox, folder_id, graph_id);
+CREATE TABLE IF NOT EXISTS derived(
+  mailbox TEXT NOT NULL, graph_id TEXT NOT NULL, exact_size INTEGER NOT NULL, envelope TEXT NOT NULL,
+  bodystructure TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY(mailbox, graph_id));
+)SQL";
+
+std::string join_keywords(const std::vector<std::string>& k) {
+    std::string out;
+    for (const auto& s : k) {
+        if (!out.empty()) out.push_back('\n');
+        out += s;
+    }
+    return out;
+}
+
+std::vector<std::string> split_keywords(const std::string& s) {
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    while (start < s.size()) {
+        auto nl = s.find('\n', start);
+        if (nl == std::string::npos) nl = s.size();
+        out.push_back(s.substr(start, nl - start));
+        start = nl + 1;
+    }
+    return out;
+}
+
+class Db {
+public:
+    explicit Db(const std::string& path) {
+        int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+        if (rc != SQLITE_OK) {
+            std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+            sqlite3_close(db_);
+            db_ = nullptr;
+            throw std::runtime_error(fmt::format("state database {}: {}", path, msg));
+        }
+        sqlite3_busy_timeout(db_, 5000);
+    }
+    ~Db() { sqlite3_close(db_); }
+    Db(const Db&) = delete;
+    Db& operator=(const Db&) = delete;
+
+    void exec(const char* sql) {
+        char* err = nullptr;
+        if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+            std::string msg = err ? err : "unknown error";
+            sqlite3_free(err);
+            throw std::runtime_error("state database: " + msg);
+        }
+    }
+    sqlite3* get() const { return db_; }
+    std::string error() const { return sqlite3_errmsg(db_); }
+
+private:
+    sqlite3* db_ = nullptr;
+};
+
+// A prepared statement, reset for reuse; binds by position (1-based).
+class Stmt {
+public:
+    Stmt(Db& db, const char* sql) : db_(db) {
+        if (sqlite3_prepare_v2(db.get(), sql, -1, &stmt_, nullptr) != SQLITE_OK)
+            throw std::runtime_error("state database: " + db.error());
+    }
+    ~Stmt() { sqlite3_finalize(stmt_); }
+    Stmt(const Stmt&) = delete;
+    Stmt& operator=(const Stmt&) = delete;
+
+    Stmt& reset() {
+        sqlite3_reset(stmt_);
+        sqlite3_clear_bindings(stmt_);
+        return *this;
+    }
+    Stmt& bind(int i, const std::string& s) {
+        sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+        return *this;
+    }
+    Stmt& bind(int i, std::int64_t v) {
+        sqlite3_bind_int64(stmt_, i, v);
+        return *this;
+    }
+    // SQLITE_ROW -> true, SQLITE_DONE -> false, anything else throws.
+    bool step() {
+        int rc = sqlite3_step(stmt_);
+        if (rc == SQLITE_ROW) return true;
+        if (rc == SQLITE_DONE) return false;
+        throw std::runtime_error("state database: " + db_.error());
+    }
+    void run() {
+        while (step()) {
+        }
+    }
+    std::int64_t i64(int col) const { return sqlite3_column_int64(stmt_, col); }
+    std::string text(int col) const {
+        const unsigned char* p = sqlite3_column_text(stmt_, col);
+        return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col)))
+                 : std::string();
+    }
+
+private:
+    Db& db_;
+    sqlite3_stmt* stmt_ = nullptr;
+};
+
+class SqliteStore final : public StateStore {
+public:
+    explicit SqliteStore(const std::string& path) : db_(path) {
+        db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+        db_.exec(kSchema);
+        Stmt get(db_, "SELECT value FROM meta WHERE key='schema'");
+        if (get.step()) {
+            if (get.text(0) != std::to_string(kSchemaVersion))
+                throw std::runtime_error("state database " + path + ": schema version " + get.text(0) +
+                                         " is not " + std::to_string(kSchemaVersion) +
+                                         " (made by another graphbridge version)");
+        } else {
+            Stmt put(db_, "INSERT INTO meta(key, value) VALUES('schema', ?)");
+            put.bind(1, std::to_string(kSchemaVersion)).run();
+        }
+    }
+
+    std::vector<FolderRecord> folders(const std::string& mailbox) override {
+        std::lock_guard lock(mutex_);
+        return load_folders(mailbox);
+    }
+
+    std::optional<FolderRecord> folder(const std::string& mailbox, const std::string& folder_id) override {
+        std::lock_guard lock(mutex_);
+        return load_folder(mailbox, folder_id);
+    }
+
+    std::vector<FolderRecord> replace_folders(const std::string& mailbox,
+                                              const std::vector<FolderRecord>& current) override {
+        std::lock_guard lock(mutex_);
+        Txn txn(db_);
+        std::map<std::string, FolderRecord> known;
+        for (auto& f : load_folders(mailbox)) known.emplace(f.folder_id, std::move(f));
+        std::set<std::string> keep;
+        for (const auto& c : current) {
+            keep.insert(c.folder_id);
+            auto it = known.find(c.folder_id);
+            if (it != known.end()) {
+                Stmt up(db_, "UPDATE folders SET parent_id=?, name=?, path=?, special_use=? "
+                             "WHERE mailbox=? AND folder_id=?");
+                up.bind(1, c.parent_id).bind(2, c.name).bind(3, c.path).bind(4, c.special_use).bind(5, mailbox)
+                    .bind(6, c.folder_id).run();
+            } else {
+                Stmt ins(db_, "INSERT INTO folders(mailbox, folder_id, parent_id, name, path, special_use, "
+                              "uidvalidity, uidnext, highestmodseq, delta_link, subscribed, synced_at) "
+                              "VALUES(?,?,?,?,?,?,?,1,1,'',1,0)");
+                ins.bind(1, mailbox).bind(2, c.folder_id).bind(3, c.parent_id).bind(4, c.name).bind(5, c.path)
+                    .bind(6, c.special_use).bind(7, static_cast<std::int64_t>(next_uidvalidity())).run();
+            }
+        }
+        for (const auto& [id, f] : known) {
+            if (keep.count(id)) continue;
+            Stmt del(db_, "DELETE FROM messages WHERE mailbox=? AND folder_id=?");
+            del.bind(1, mailbox).bind(2, id).run();
+            Stmt delf(db_, "DELETE FROM folders WHERE mailbox=? AND folder_id=?");
+            delf.bind(1, mailbox).bind(2, id).run();
+        }
+        txn.commit();
+        return load_folders(mailbox);
+    }
+
+    std::vector<MessageRecord> messages(const std::string& mailbox, const std::string& folder_id) override {
+        std::lock_guard lock(mutex_);
+        std::vector<MessageRecord> out;
+        Stmt q(db_, "SELECT uid, graph_id, flags, keywords, size, internal_date, modseq FROM messages "
+                    "WHERE mailbox=? AND folder_id=? ORDER BY uid");
+        q.bind(1, mailbox).bind(2, folder_id);
+        while (q.step()) out.push_back(row(q));
+        return out;
+    }
+
+    std::optional<MessageRecord> message(const std::string& mailbox, const std::string& folder_id,
+                                         std::uint32_t uid) override {
+        std::lock_guard lock(mutex_);
+        Stmt q(db_, "SELECT uid, graph_id, flags, keywords, size, internal_date, modseq FROM messages "
+                    "WHERE mailbox=? AND folder_id=? AND uid=?");
+        q.bind(1, mailbox).bind(2, folder_id).bind(3, static_cast<std::int64_t>(uid));
+        if (!q.step()) return std::nullopt;
+        return row(q);
+    }
+
+    FolderChange apply(const std::string& mailbox, const std::string& folder_id,
+                       const std::vector<RemoteMessage>& items, bool complete, const std::string& delta_link,
+                       std::int64_t now) override {
+        std::lock_guard lock(mutex_);
+        Txn txn(db_);
+        auto f = load_folder(mailbox, folder_id);
+        if (!f) throw std::runtime_error("state database: unknown folder");
+        FolderChange change;
+        std::uint32_t uidnext = f->uidnext;
+        std::uint64_t modseq = f->highestmodseq;
+
+        // The folder's current map, by immutable id.
+        struct Local {
+            std::uint32_t uid;
+            std::uint32_t flags;
+            std::string keywords;
+            std::uint64_t size;
+        };
+        std::unordered_map<std::string, Local> local;
+        {
+            Stmt q(db_, "SELECT graph_id, uid, flags, keywords, size FROM messages WHERE mailbox=? AND folder_id=?");
+            q.bind(1, mailbox).bind(2, folder_id);
+            while (q.step())
+                local.emplace(q.text(0), Local{static_cast<std::uint32_t>(q.i64(1)), static_cast<std::uint32_t>(q.i64(2)),
+                                               q.text(3), static_cast<std::uint64_t>(q.i64(4))});
+        }
+        Stmt ins(db_, "INSERT INTO messages(mailbox, folder_id, uid, graph_id, flags, keywords, size, internal_date, "
+                      "modseq) VALUES(?,?,?,?,?,?,?,?,?)");
+        Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, size=?, modseq=? WHERE mailbox=? AND folder_id=? "
+                      "AND uid=?");
+        Stmt del(db_, "DELETE FROM messages WHERE mailbox=? AND folder_id=? AND uid=?");
+        std::set<std::string> seen;
+        for (const auto& m : items) {
+            auto it = local.find(m.graph_id);
+            if (m.removed) {
+                if (it == local.end()) continue;
+                del.reset().bind(1, mailbox).bind(2, folder_id).bind(3, static_cast<std::int64_t>(it->second.uid)).run();
+                change.removed.push_back(it->second.uid);
+                local.erase(it);
+                continue;
+            }
+            seen.insert(m.graph_id);
+            std::string kw = join_keywords(m.keywords);
+            if (it != local.end()) {
+                std::uint32_t flags = (m.flags & ~static_cast<std::uint32_t>(kDeleted)) | (it->second.flags & kDeleted);
+                if (flags == it->second.flags && kw == it->second.keywords && m.size == it->second.size) continue;
+                bool visible = flags != it->second.flags || kw != it->second.keywords;
+                if (visible) ++modseq;
+                upd.reset()
+                    .bind(1, static_cast<std::int64_t>(flags))
+                    .bind(2, kw)
+                    .bind(3, static_cast<std::int64_t>(m.size))
+                    .bind(4, static_cast<std::int64_t>(modseq))
+                    .bind(5, mailbox)
+                    .bind(6, folder_id)
+                    .bind(7, static_cast<std::int64_t>(it->second.uid))
+                    .run();
+                it->second.flags = flags;
+                it->second.keywords = kw;
+                it->second.size = m.size;
+                if (visible) change.changed.push_back(it->second.uid);
+                continue;
+            }
+            std::uint32_t uid = uidnext++;
+            ++modseq;
+            ins.reset()
+                .bind(1, mailbox)
+                .bind(2, folder_id)
+                .bind(3, static_cast<std::int64_t>(uid))
+                .bind(4, m.graph_id)
+                .bind(5, static_cast<std::int64_t>(m.flags & ~static_cast<std::uint32_t>(kDeleted)))
+                .bind(6, kw)
+                .bind(7, static_cast<std::int64_t>(m.size))
+                .bind(8, m.internal_date)
+                .bind(9, static_cast<std::int64_t>(modseq))
+                .run();
+            local.emplace(m.graph_id, Local{uid, m.flags, kw, m.size});
+            change.added.push_back(uid);
+        }
+        if (complete) {
+            for (auto it = local.begin(); it != local.end();) {
+                if (seen.count(it->first)) {
+                    ++it;
+                    continue;
+                }
+                del.reset().bind(1, mailbox).bind(2, folder_id).bind(3, static_cast<std::int64_t>(it->second.uid)).run();
+                change.removed.push_back(it->second.uid);
+                it = local.erase(it);
+            }
+        }
+        Stmt fu(db_, "UPDATE folders SET uidnext=?, highestmodseq=?, delta_link=?, synced_at=? WHERE mailbox=? AND "
+                     "folder_id=?");
+        fu.bind(1, static_cast<std::int64_t>(uidnext))
+            .bind(2, static_cast<std::int64_t>(modseq))
+            .bind(3, delta_link)
+            .bind(4, now)
+            .bind(5, mailbox)
+            .bind(6, folder_id)
+            .run();
+        txn.commit();
+        std::sort(change.removed.begin(), change.removed.end());
+        std::sort(change.changed.begin(), change.changed.end());
+        change.changed.erase(std::unique(change.changed.begin(), change.changed.end()), change.changed.end());
+        change.uidnext = uidnext;
+        change.highestmodseq = modseq;
+        return change;
+    }
+
+    void reset_delta(const std::string& mailbox, const std::string& folder_id) override {
+        std::lock_guard lock(mutex_);
+        Stmt q(db_, "UPDATE folders SET delta_link='' WHERE mailbox=? AND folder_id=?");
+        q.bind(1, mailbox).bind(2, folder_id).run();
+    }
+
+    std::optional<Derived> derived(const std::string& mailbox, const std::string& graph_id) override {
+        std::lock_guard lock(mutex_);
+        Stmt q(db_, "SELECT exact_size, envelope, bodystructure, body FROM derived WHERE mailbox=? AND graph_id=?");
+        q.bind(1, mailbox).bind(2, graph_id);
+        if (!q.step()) return std::nullopt;
+        return Derived{static_cast<std::uint64_t>(q.i64(0)), q.text(1), q.text(2), q.text(3)};
+    }
+
+    void put_derived(const std::string& mailbox, const std::string& graph_id, const Derived& d) override {
+        std::lock_guard lock(mutex_);
+        Stmt q(db_, "INSERT OR REPLACE INTO derived(mailbox, graph_id, exact_size, envelope, bodystructure, body) "
+                    "VALUES(?,?,?,?,?,?)");
+        q.bind(1, mailbox)
+            .bind(2, graph_id)
+            .bind(3, static_cast<std::int64_t>(d.exact_size))
+            .bind(4, d.envelope)
+            .bind(5, d.bodystructure)
+            .bind(6, d.body)
+            .run();
+    }
+
+private:
+    // BEGIN IMMEDIATE ... COMMIT; rolled back when not committed (an exception on the way).
+    class Txn {
+    public:
+        explicit Txn(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+        ~Txn() {
+            if (!done_) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+        }
+        void commit() {
+            db_.exec("COMMIT");
+            done_ = true;
+        }
+
+    private:
+        Db& db_;
+        bool done_ = false;
+    };
+
+    static MessageRecord row(const Stmt& q) {
+        MessageRecord m;
+        m.uid = static_cast<std::uint32_t>(q.i64(0));
+        m.graph_id = q.text(1);
+        m.flags = static_cast<std::uint32_t>(q.i64(2));
+        m.keywords = split_keywords(q.text(3));
+        m.size = static_cast<std::uint64_t>(q.i64(4));
+        m.internal_date = q.i64(5);
+        m.modseq = static_cast<std::uint64_t>(q.i64(6));
+        return m;
+    }
+
+    static FolderRecord folder_row(const Stmt& q) {
+        FolderRecord f;
+        f.folder_id = q.text(0);
+        f.parent_id = q.text(1);
+        f.name = q.text(2);
+        f.path = q.text(3);
+        f.special_use = q.text(4);
+        f.uidvalidity = static_cast<std::uint32_t>(q.i64(5));
+        f.uidnext = static_cast<std::uint32_t>(q.i64(6));
+        f.highestmodseq = static_cast<std::uint64_t>(q.i64(7));
+        f.delta_link = q.text(8);
+        f.subscribed = q.i64(9) != 0;
+        f.synced_at = q.i64(10);
+        return f;
+    }
+
+    static constexpr const char* kFolderCols =
+        "folder_id, parent_id, name, path, special_use, uidvalidity, uidnext, highestmodseq, delta_link, "
+        "subscribed, synced_at";
+
+    std::vector<FolderRecord> load_folders(const std::string& mailbox) {
+        std::vector<FolderRecord> out;
+        Stmt q(db_, fmt::format("SELECT {} FROM folders WHERE mailbox=? ORDER BY path", kFolderCols).c_str());
+        q.bind(1, mailbox);
+        while (q.step()) out.push_back(folder_row(q));
+        return out;
+    }
+
+    std::optional<FolderRecord> load_folder(const std::string& mailbox, const std::string& folder_id) {
+        Stmt q(db_, fmt::format("SELECT {} FROM folders WHERE mailbox=? AND folder_id=?", kFolderCols).c_str());
+        q.bind(1, mailbox).bind(2, folder_id);
+        if (!q.step()) return std::nullopt;
+        return folder_row(q);
+    }
+
+    // Strictly increasing across the store's life: max(now, last + 1), kept in meta (inside the caller's
+    // transaction). 32-bit unix time lasts until 2106.
+    std::uint32_t next_uidvalidity() {
+        std::int64_t last = 0;
+        {
+            Stmt q(db_, "SELECT value FROM meta WHERE key='last_uidvalidity'");
+            if (q.step()) last = std::stoll(q.text(0));
+        }
+        std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+        std::int64_t v = std::max<std::int64_t>(now, last + 1);
+        if (v > 0xFFFFFFFFll) v = last + 1;  // never wraps silently; practically unreachable
+        Stmt put(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES('last_uidvalidity', ?)");
+        put.bind(1, std::to_string(v)).run();
+        return static_cast<std::uint32_t>(v);
+    }
+
+    Db db_;
+    std::mutex mutex_;
+};
+
+}  // namespace
+
+std::unique_ptr<StateStore> open_sqlite_store(const std::string& path) { return std::make_unique<SqliteStore>(path); }
+
+}  // namespace gb::sync

@@ -1,0 +1,428 @@
+// The IMAP read path's state: the SQLite store (UIDs, UIDVALIDITY, modseq), the sync engine with a fake
+// source, and the Graph source against the sandbox over real HTTPS.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+
+#include "auth/keystore.h"
+#include "auth/pki.h"
+#include "graph/http/graph_client.h"
+#include "graph/http/http_client.h"
+#include "graph/http/token_transport.h"
+#include "proxy/sync/graph_source.h"
+#include "proxy/sync/mailbox_sync.h"
+#include "proxy/sync/state_store.h"
+#include "support/test_sandbox.h"
+
+using namespace gb;
+using namespace gb::sync;
+
+namespace {
+
+std::string temp_db(const std::string& name) {
+    std::string dir = ::testing::TempDir() + "/gb_sync_" + std::to_string(::getpid());
+    std::filesystem::create_directories(dir);
+    std::string path = dir + "/" + name + ".db";
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix);
+    return path;
+}
+
+FolderRecord folder(const std::string& id, const std::string& path) {
+    FolderRecord f;
+    f.folder_id = id;
+    f.name = path;
+    f.path = path;
+    return f;
+}
+
+RemoteMessage msg(const std::string& id, std::int64_t date, std::uint32_t flags = 0) {
+    RemoteMessage m;
+    m.graph_id = id;
+    m.internal_date = date;
+    m.flags = flags;
+    m.size = 1000;
+    return m;
+}
+
+RemoteMessage gone(const std::string& id) {
+    RemoteMessage m;
+    m.graph_id = id;
+    m.removed = true;
+    return m;
+}
+
+std::vector<std::uint32_t> uids(StateStore& s, const std::string& folder_id) {
+    std::vector<std::uint32_t> out;
+    for (const auto& m : s.messages("bob@x", folder_id)) out.push_back(m.uid);
+    return out;
+}
+
+}  // namespace
+
+TEST(SqliteStore, UidsGrowAndAreNeverReusedAcrossReopen) {
+    std::string path = temp_db("uids");
+    std::uint32_t validity = 0;
+    {
+        auto s = open_sqlite_store(path);
+        auto fs = s->replace_folders("bob@x", {folder("F1", "INBOX")});
+        ASSERT_EQ(fs.size(), 1u);
+        validity = fs[0].uidvalidity;
+        EXPECT_GT(validity, 0u);
+        auto c = s->apply("bob@x", "F1", {msg("a", 1), msg("b", 2), msg("c", 3)}, false, "link1", 100);
+        EXPECT_EQ(c.added, (std::vector<std::uint32_t>{1, 2, 3}));
+        EXPECT_EQ(c.uidnext, 4u);
+        c = s->apply("bob@x", "F1", {gone("c")}, false, "link2", 101);
+        EXPECT_EQ(c.removed, (std::vector<std::uint32_t>{3}));
+    }
+    auto s = open_sqlite_store(path);  // a restart
+    auto f = s->folder("bob@x", "F1");
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->uidvalidity, validity);
+    EXPECT_EQ(f->delta_link, "link2");
+    EXPECT_EQ(f->uidnext, 4u);
+    auto c = s->apply("bob@x", "F1", {msg("d", 4), msg("c", 3)}, false, "link3", 102);  // c came back
+    EXPECT_EQ(c.added, (std::vector<std::uint32_t>{4, 5}));                          // new UIDs, 3 not reused
+    EXPECT_EQ(uids(*s, "F1"), (std::vector<std::uint32_t>{1, 2, 4, 5}));
+}
+
+TEST(SqliteStore, FlagChangesBumpModseqAndKeepTheLocalDeletedBit) {
+    auto s = open_sqlite_store(temp_db("flags"));
+    s->replace_folders("bob@x", {folder("F1", "INBOX")});
+    auto c = s->apply("bob@x", "F1", {msg("a", 1), msg("b", 2)}, false, "l", 1);
+    std::uint64_t before = c.highestmodseq;
+    // Same data again: no change, no modseq.
+    c = s->apply("bob@x", "F1", {msg("a", 1), msg("b", 2)}, false, "l", 2);
+    EXPECT_TRUE(c.empty());
+    EXPECT_EQ(c.highestmodseq, before);
+    c = s->apply("bob@x", "F1", {msg("a", 1, kSeen | kFlagged)}, false, "l", 3);
+    EXPECT_EQ(c.changed, (std::vector<std::uint32_t>{1}));
+    EXPECT_EQ(c.highestmodseq, before + 1);
+    auto a = s->message("bob@x", "F1", 1);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->flags, kSeen | kFlagged);
+    EXPECT_EQ(a->modseq, before + 1);
+    // Keywords are flags too.
+    RemoteMessage k = msg("b", 2);
+    k.keywords = {"Red category", "Invoice"};
+    c = s->apply("bob@x", "F1", {k}, false, "l", 4);
+    EXPECT_EQ(c.changed, (std::vector<std::uint32_t>{2}));
+    EXPECT_EQ(s->message("bob@x", "F1", 2)->keywords, k.keywords);
+}
+
+TEST(SqliteStore, CompleteRoundReconcilesKeepingSurvivorsUids) {
+    auto s = open_sqlite_store(temp_db("complete"));
+    s->replace_folders("bob@x", {folder("F1", "INBOX")});
+    s->apply("bob@x", "F1", {msg("a", 1), msg("b", 2), msg("c", 3), msg("d", 4)}, false, "l", 1);
+    // A full round after a lost token: b and d are gone, e is new.
+    auto c = s->apply("bob@x", "F1", {msg("a", 1), msg("c", 3), msg("e", 5)}, true, "l2", 2);
+    EXPECT_EQ(c.removed, (std::vector<std::uint32_t>{2, 4}));
+    EXPECT_EQ(c.added, (std::vector<std::uint32_t>{5}));
+    EXPECT_EQ(uids(*s, "F1"), (std::vector<std::uint32_t>{1, 3, 5}));
+    EXPECT_EQ(s->message("bob@x", "F1", 3)->graph_id, "c");
+}
+
+TEST(SqliteStore, FolderTreeChangesKeepIdentityAndNewFoldersGetGreaterValidity) {
+    auto s = open_sqlite_store(temp_db("folders"));
+    auto fs = s->replace_folders("bob@x", {folder("F1", "INBOX"), folder("F2", "Projects")});
+    std::map<std::string, FolderRecord> by;
+    for (auto& f : fs) by[f.folder_id] = f;
+    s->apply("bob@x", "F2", {msg("a", 1)}, false, "l", 1);
+    // F2 renamed, F3 created (with the old name), F1 unchanged.
+    fs = s->replace_folders("bob@x", {folder("F1", "INBOX"), folder("F2", "Archive 2026"), folder("F3", "Projects")});
+    std::map<std::string, FolderRecord> after;
+    for (auto& f : fs) after[f.folder_id] = f;
+    EXPECT_EQ(after["F2"].uidvalidity, by["F2"].uidvalidity);
+    EXPECT_EQ(after["F2"].path, "Archive 2026");
+    EXPECT_EQ(uids(*s, "F2"), (std::vector<std::uint32_t>{1}));
+    EXPECT_GT(after["F3"].uidvalidity, std::max(by["F1"].uidvalidity, by["F2"].uidvalidity));
+    // F2 deleted in Outlook: its messages go with it.
+    s->replace_folders("bob@x", {folder("F1", "INBOX"), folder("F3", "Projects")});
+    EXPECT_FALSE(s->folder("bob@x", "F2"));
+    EXPECT_TRUE(uids(*s, "F2").empty());
+}
+
+TEST(SqliteStore, NotAStateDatabaseIsAClearError) {
+    std::string path = temp_db("garbage");
+    {
+        FILE* f = std::fopen(path.c_str(), "w");
+        std::fputs("this is not sqlite, just some text that is long enough to be a header", f);
+        std::fclose(f);
+    }
+    try {
+        open_sqlite_store(path);
+        FAIL() << "opened garbage";
+    } catch (const std::runtime_error& e) {
+        EXPECT_NE(std::string(e.what()).find("state database"), std::string::npos) << e.what();
+    }
+}
+
+// ---- the engine with a scripted source -----------------------------------------------------------------
+
+namespace {
+
+struct FakeSource : MailSource {
+    std::vector<RemoteFolder> tree;
+    // Per folder: the pages of the next round; a page list is consumed per delta() call.
+    std::map<std::string, std::vector<DeltaPage>> rounds;
+    std::map<std::string, int> calls;
+    bool lose_token_once = false;
+    SourceResult<std::vector<RemoteFolder>> folders(const std::string&) override { return tree; }
+    SourceResult<DeltaPage> delta(const std::string&, const std::string& folder_id, const std::string& link) override {
+        ++calls[folder_id];
+        if (lose_token_once && !link.empty() && link.rfind("delta", 0) == 0) {
+            lose_token_once = false;
+            return SourceError{SourceError::Kind::SyncStateLost, "410", {}};
+        }
+        auto& pages = rounds[folder_id];
+        if (pages.empty()) {
+            DeltaPage p;
+            p.delta_link = "delta-empty";
+            return p;
+        }
+        DeltaPage p = pages.front();
+        pages.erase(pages.begin());
+        return p;
+    }
+    SourceResult<std::string> mime(const std::string&, const std::string&) override {
+        return SourceError{SourceError::Kind::NotFound, "no", {}};
+    }
+};
+
+DeltaPage page(std::vector<RemoteMessage> items, std::string next, std::string delta = "") {
+    DeltaPage p;
+    p.items = std::move(items);
+    p.next_link = std::move(next);
+    p.delta_link = std::move(delta);
+    return p;
+}
+
+}  // namespace
+
+TEST(MailboxSync, PathsAndSpecialUse) {
+    std::vector<RemoteFolder> tree = {{"i", "", "Posteingang", "inbox"},  {"s", "", "Gesendete Elemente", "sentitems"},
+                                      {"c", "i", "Kunden", ""},           {"cc", "c", "A/B Tests", ""},
+                                      {"t", "", "Gelöschte Elemente", "deleteditems"}, {"x", "", "inbox", ""}};
+    std::map<std::string, FolderRecord> by;
+    for (auto& f : MailboxSync::paths_for(tree)) by[f.folder_id] = f;
+    EXPECT_EQ(by["i"].path, "INBOX");
+    EXPECT_EQ(by["c"].path, "INBOX/Kunden");
+    EXPECT_EQ(by["cc"].path, "INBOX/Kunden/A\xE2\x88\x95" "B Tests");
+    EXPECT_EQ(by["s"].special_use, "\\Sent");
+    EXPECT_EQ(by["t"].special_use, "\\Trash");
+    EXPECT_EQ(by["x"].path, "inbox_");  // only the real inbox is INBOX
+}
+
+TEST(MailboxSync, RoundIsAppliedAsOneBatchInDateOrderAndLostTokenResyncs) {
+    auto store = open_sqlite_store(temp_db("engine"));
+    FakeSource src;
+    src.tree = {{"F1", "", "Inbox", "inbox"}};
+    // First round over two pages, newest first (as Graph tends to), one message updated twice.
+    src.rounds["F1"] = {page({msg("c", 30), msg("b", 20, kSeen)}, "next1"),
+                        page({msg("a", 10), msg("b", 20, kSeen | kFlagged)}, "", "delta1")};
+    MailboxSync sync("bob@x", src, *store);
+    std::vector<FolderChange> seen;
+    int sub = sync.subscribe("F1", [&](const std::string&, const FolderChange& c) { seen.push_back(c); });
+    ASSERT_FALSE(sync.sync_all());
+    auto ms = store->messages("bob@x", "F1");
+    ASSERT_EQ(ms.size(), 3u);
+    EXPECT_EQ(ms[0].graph_id, "a");  // UIDs follow receivedDateTime
+    EXPECT_EQ(ms[1].graph_id, "b");
+    EXPECT_EQ(ms[2].graph_id, "c");
+    EXPECT_EQ(ms[1].flags, kSeen | kFlagged);  // the last word in the round
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].added.size(), 3u);
+    EXPECT_EQ(store->folder("bob@x", "F1")->delta_link, "delta1");
+
+    // Next round: the stored token is lost; the full round (b gone, d new) keeps a and c's UIDs.
+    src.lose_token_once = true;
+    src.rounds["F1"] = {page({msg("d", 40), msg("c", 30), msg("a", 10)}, "", "delta2")};
+    ASSERT_FALSE(sync.sync_folder("F1"));
+    EXPECT_EQ(sync.stats().full_resyncs, 1u);
+    ms = store->messages("bob@x", "F1");
+    ASSERT_EQ(ms.size(), 3u);
+    EXPECT_EQ(ms[0].uid, 1u);
+    EXPECT_EQ(ms[1].uid, 3u);
+    EXPECT_EQ(ms[2].uid, 4u);
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ(seen[1].removed, (std::vector<std::uint32_t>{2}));
+    EXPECT_EQ(seen[1].added, (std::vector<std::uint32_t>{4}));
+    sync.unsubscribe(sub);
+}
+
+// ---- Graph over HTTPS: the sandbox -------------------------------------------------------------------
+
+namespace {
+
+class GraphSyncTest : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        sb_ = new test::TestSandbox("sync");
+        http::ClientOptions o;
+        o.ca_file = sb_->ca();
+        client_ = new http::Client(o);
+        auth::TokenBrokerConfig c;
+        c.app_name = "sandbox";
+        c.client_id = sb_->app().client_id;
+        c.tenant = sb_->setup().tenant.tenant_id;
+        c.token_endpoint = sb_->token_url();
+        c.scope = sb_->base() + "/.default";
+        auth::CertificateCredential cred;
+        cred.key = auth::load_private_key_pem(sb_->tenant_dir() + "/app.pem");
+        cred.cert_der = auth::cert_to_der(auth::load_cert(sb_->tenant_dir() + "/app.pem").get());
+        c.certificate = std::move(cred);
+        broker_ = new auth::TokenBroker(std::move(c), http::make_token_transport(*client_));
+        graph_ = new http::GraphClient(*client_, *broker_, sb_->base());
+    }
+    static void TearDownTestSuite() {
+        delete graph_;
+        delete broker_;
+        delete client_;
+        delete sb_;
+    }
+    static std::string inject(const std::string& mailbox, const std::string& folder, int i, bool read = false) {
+        std::string mime = "From: alice@sandbox.test\r\nTo: " + mailbox + "\r\nSubject: message " + std::to_string(i) +
+                           "\r\nMessage-ID: <m" + std::to_string(i) + "@sandbox.test>\r\n\r\nbody " +
+                           std::to_string(i) + "\r\n";
+        auto r = sb_->server().graph().inject_message(mailbox, folder, mime, read, 1'700'000'000 + i);
+        EXPECT_EQ(r.index(), 0u) << std::get<1>(r);
+        return r.index() == 0 ? std::get<0>(r) : std::string();
+    }
+    static http::GraphResult call(const std::string& method, const std::string& url, const std::string& body = "") {
+        http::Request r;
+        r.method = method;
+        r.url = url;
+        r.body = body;
+        if (!body.empty()) r.headers.emplace_back("Content-Type", "application/json");
+        r.headers.emplace_back("Prefer", "IdType=\"ImmutableId\"");
+        return graph_->call(r);
+    }
+    static test::TestSandbox* sb_;
+    static http::Client* client_;
+    static auth::TokenBroker* broker_;
+    static http::GraphClient* graph_;
+};
+test::TestSandbox* GraphSyncTest::sb_;
+http::Client* GraphSyncTest::client_;
+auth::TokenBroker* GraphSyncTest::broker_;
+http::GraphClient* GraphSyncTest::graph_;
+
+}  // namespace
+
+TEST_F(GraphSyncTest, FolderTreeWithSpecialUse) {
+    GraphSource src(*graph_, sb_->base());
+    auto r = src.folders("alice@sandbox.test");
+    ASSERT_EQ(r.index(), 0u) << std::get<1>(r).message;
+    std::map<std::string, std::string> wk;
+    for (const auto& f : std::get<0>(r)) wk[f.well_known] = f.name;
+    EXPECT_TRUE(wk.count("inbox"));
+    EXPECT_TRUE(wk.count("sentitems"));
+    EXPECT_TRUE(wk.count("drafts"));
+    EXPECT_TRUE(wk.count("deleteditems"));
+}
+
+TEST_F(GraphSyncTest, InitialSyncInFewRequestsThenChangesThenLostTokenKeepsUids) {
+    std::string mb = "bob@sandbox.test";
+    std::vector<std::string> ids;
+    for (int i = 0; i < 1200; ++i) ids.push_back(inject(mb, "inbox", i, i % 3 == 0));
+    std::string db = temp_db("graph");
+    auto store = open_sqlite_store(db);
+    GraphSource src(*graph_, sb_->base(), 500);
+    MailboxSync sync(mb, src, *store);
+    ASSERT_FALSE(sync.sync_folders());
+    std::string inbox_id;
+    for (const auto& f : store->folders(mb))
+        if (f.path == "INBOX") inbox_id = f.folder_id;
+    ASSERT_FALSE(inbox_id.empty());
+    auto before = sb_->server().stats().graph_requests;
+    ASSERT_FALSE(sync.sync_folder(inbox_id));
+    auto requests = sb_->server().stats().graph_requests - before;
+    EXPECT_EQ(requests, 3u);  // 1200 messages at 500 per page: paging is the only cost
+    auto ms = store->messages(mb, inbox_id);
+    ASSERT_EQ(ms.size(), 1200u);
+    std::map<std::string, std::uint32_t> uid_of;
+    for (const auto& m : ms) uid_of[m.graph_id] = m.uid;
+    EXPECT_EQ(uid_of[ids[0]], 1u);  // oldest first
+    EXPECT_EQ(uid_of[ids[1199]], 1200u);
+    EXPECT_EQ(ms[0].flags & kSeen, kSeen);
+    EXPECT_EQ(ms[1].flags & kSeen, 0u);
+    EXPECT_GT(ms[0].size, 0u);
+    EXPECT_EQ(ms[0].internal_date, 1'700'000'000);
+
+    // In Outlook: one flagged and read, one deleted, one new.
+    auto r = call("PATCH", "/v1.0/users/" + mb + "/messages/" + ids[5],
+                  R"({"isRead":true,"flag":{"flagStatus":"flagged"}})");
+    ASSERT_EQ(r.response.status, 200) << r.response.body;
+    r = call("DELETE", "/v1.0/users/" + mb + "/messages/" + ids[7]);
+    ASSERT_EQ(r.response.status, 204) << r.response.body;
+    std::string fresh = inject(mb, "inbox", 5000);
+    std::vector<FolderChange> changes;
+    sync.subscribe(inbox_id, [&](const std::string&, const FolderChange& c) { changes.push_back(c); });
+    before = sb_->server().stats().graph_requests;
+    ASSERT_FALSE(sync.sync_folder(inbox_id));
+    EXPECT_EQ(sb_->server().stats().graph_requests - before, 1u);
+    ASSERT_EQ(changes.size(), 1u);
+    EXPECT_EQ(changes[0].changed, (std::vector<std::uint32_t>{uid_of[ids[5]]}));
+    EXPECT_EQ(changes[0].removed, (std::vector<std::uint32_t>{uid_of[ids[7]]}));
+    EXPECT_EQ(changes[0].added, (std::vector<std::uint32_t>{1201}));
+    auto m5 = store->message(mb, inbox_id, uid_of[ids[5]]);
+    ASSERT_TRUE(m5);
+    EXPECT_EQ(m5->flags, kSeen | kFlagged);
+
+    // Every delta token expires: a full round; survivors keep their UIDs, nothing is re-added.
+    sb_->server().graph().expire_delta_tokens();
+    changes.clear();
+    ASSERT_FALSE(sync.sync_folder(inbox_id));
+    EXPECT_EQ(sync.stats().full_resyncs, 1u);
+    EXPECT_TRUE(changes.empty());  // nothing changed in between
+    auto after = store->messages(mb, inbox_id);
+    ASSERT_EQ(after.size(), 1200u);
+    for (const auto& m : after) {
+        if (m.graph_id != fresh) {
+            EXPECT_EQ(m.uid, uid_of[m.graph_id]);
+        }
+    }
+
+    // A restart keeps everything: same UIDVALIDITY and UIDs from a reopened database.
+    auto validity = store->folder(mb, inbox_id)->uidvalidity;
+    store.reset();
+    auto reopened = open_sqlite_store(db);
+    EXPECT_EQ(reopened->folder(mb, inbox_id)->uidvalidity, validity);
+    EXPECT_EQ(reopened->messages(mb, inbox_id).size(), 1200u);
+}
+
+TEST_F(GraphSyncTest, MessageMovedBetweenFoldersKeepsItsImmutableId) {
+    std::string mb = "alice@sandbox.test";
+    std::string id = inject(mb, "inbox", 9000);
+    auto store = open_sqlite_store(temp_db("move"));
+    GraphSource src(*graph_, sb_->base());
+    MailboxSync sync(mb, src, *store);
+    ASSERT_FALSE(sync.sync_all());
+    std::string inbox, trash;
+    for (const auto& f : store->folders(mb)) {
+        if (f.path == "INBOX") inbox = f.folder_id;
+        if (f.special_use == "\\Trash") trash = f.folder_id;
+    }
+    auto r = call("POST", "/v1.0/users/" + mb + "/messages/" + id + "/move", R"({"destinationId":"deleteditems"})");
+    ASSERT_EQ(r.response.status, 201) << r.response.body;
+    ASSERT_FALSE(sync.sync_all());
+    bool in_inbox = false, in_trash = false;
+    for (const auto& m : store->messages(mb, inbox)) in_inbox = in_inbox || m.graph_id == id;
+    for (const auto& m : store->messages(mb, trash)) in_trash = in_trash || m.graph_id == id;
+    EXPECT_FALSE(in_inbox);
+    EXPECT_TRUE(in_trash);
+    // The MIME is reachable by the same immutable id after the move.
+    auto mime = src.mime(mb, id);
+    ASSERT_EQ(mime.index(), 0u) << std::get<1>(mime).message;
+    EXPECT_NE(std::get<0>(mime).find("body 9000"), std::string::npos);
+}
+
+TEST(GraphTime, Parses) {
+    EXPECT_EQ(parse_graph_time("1970-01-01T00:00:00Z"), 0);
+    EXPECT_EQ(parse_graph_time("2023-11-14T22:13:20Z"), 1'700'000'000);
+    EXPECT_EQ(parse_graph_time("2023-11-14T22:13:20.1234567Z"), 1'700'000'000);
+    EXPECT_EQ(parse_graph_time("2023-11-14T23:13:20+01:00"), 1'700'000'000);
+    EXPECT_FALSE(parse_graph_time("yesterday"));
+    EXPECT_FALSE(parse_graph_time("2023-13-14T22:13:20Z"));
+}
