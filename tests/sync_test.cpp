@@ -426,3 +426,131 @@ TEST(GraphTime, Parses) {
     EXPECT_FALSE(parse_graph_time("yesterday"));
     EXPECT_FALSE(parse_graph_time("2023-13-14T22:13:20Z"));
 }
+
+// ---- body cache and the service -------------------------------------------------------------------
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "proxy/sync/body_cache.h"
+#include "proxy/sync/mail_service.h"
+
+TEST(BodyCache, StoresVerifiesAndEvictsLeastRecentlyUsed) {
+    std::string dir = ::testing::TempDir() + "/gb_cache_" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    {
+        BodyCache c(dir, 3 * (1000 + 48));
+        c.put("bob", "a", std::string(1000, 'a'));
+        c.put("bob", "b", std::string(1000, 'b'));
+        c.put("bob", "c", std::string(1000, 'c'));
+        EXPECT_EQ(c.get("bob", "a"), std::string(1000, 'a'));  // a is now the most recent
+        c.put("bob", "d", std::string(1000, 'd'));             // evicts b, the least recently used
+        EXPECT_FALSE(c.get("bob", "b"));
+        EXPECT_TRUE(c.get("bob", "a"));
+        EXPECT_TRUE(c.get("bob", "c"));
+        EXPECT_EQ(c.stats().evictions, 1u);
+        EXPECT_LE(c.stats().bytes, 3u * 1048);
+        // Same id in another mailbox is another entry.
+        EXPECT_FALSE(c.get("alice", "a"));
+    }
+    // A torn or flipped file is a miss (and removed), never wrong bytes.
+    std::string file = dir + "/" + BodyCache::key("bob", "c");
+    {
+        std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(100);
+        f.put('X');
+    }
+    BodyCache again(dir, 1 << 20);  // a restart rebuilds the index from the directory
+    EXPECT_EQ(again.stats().files, 3u);
+    EXPECT_FALSE(again.get("bob", "c"));
+    EXPECT_EQ(again.stats().corrupt, 1u);
+    EXPECT_FALSE(std::filesystem::exists(file));
+    EXPECT_EQ(again.get("bob", "d"), std::string(1000, 'd'));
+}
+
+TEST(BodyCache, NormalisesLineEnds) {
+    EXPECT_EQ(normalize_crlf("a\nb\r\nc\rd"), "a\r\nb\r\nc\r\nd");
+    EXPECT_EQ(normalize_crlf("\r\r\n\n"), "\r\n\r\n\r\n");
+}
+
+namespace {
+struct CountingSource : FakeSource {
+    std::atomic<int> mime_calls{0};
+    std::atomic<int> delta_calls{0};
+    SourceResult<DeltaPage> delta(const std::string& mb, const std::string& f, const std::string& link) override {
+        ++delta_calls;
+        return FakeSource::delta(mb, f, link);
+    }
+    SourceResult<std::string> mime(const std::string&, const std::string& id) override {
+        ++mime_calls;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        return std::string("Subject: " + id + "\nX: y\n\nbody\n");
+    }
+};
+}  // namespace
+
+TEST(MailService, BodiesAreDownloadedOnceAndNormalised) {
+    auto store = open_sqlite_store(temp_db("service_body"));
+    std::string dir = ::testing::TempDir() + "/gb_cache2_" + std::to_string(::getpid());
+    std::filesystem::remove_all(dir);
+    BodyCache cache(dir, 1 << 20);
+    CountingSource src;
+    MailService svc(*store, cache);
+    svc.add_mailbox("bob@x", src);
+    std::vector<std::thread> ts;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 8; ++i)
+        ts.emplace_back([&] {
+            auto r = svc.body("bob@x", "m1");
+            if (r.index() == 0 && std::get<0>(r) == "Subject: m1\r\nX: y\r\n\r\nbody\r\n") ++ok;
+        });
+    for (auto& t : ts) t.join();
+    EXPECT_EQ(ok.load(), 8);
+    EXPECT_EQ(src.mime_calls.load(), 1);  // single flight, then the cache
+    EXPECT_EQ(svc.stats().body_downloads, 1u);
+    EXPECT_EQ(svc.body("nobody@x", "m1").index(), 1u);
+}
+
+TEST(MailService, WatchedMailboxesArePolledAndIdleFoldersFaster) {
+    auto store = open_sqlite_store(temp_db("service_poll"));
+    std::string dir = ::testing::TempDir() + "/gb_cache3_" + std::to_string(::getpid());
+    BodyCache cache(dir, 1 << 20);
+    CountingSource src;
+    src.tree = {{"F1", "", "Inbox", "inbox"}, {"F2", "", "Other", ""}};
+    MailServiceOptions o;
+    o.poll_interval = std::chrono::milliseconds(60000);
+    o.idle_poll_interval = std::chrono::milliseconds(300);
+    MailService svc(*store, cache, o);
+    svc.add_mailbox("bob@x", src);
+    ASSERT_FALSE(svc.ensure_synced("bob@x", "F1"));
+    EXPECT_EQ(store->messages("bob@x", "F1").size(), 0u);
+    svc.start();
+    // Nobody watches: no polling.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    int before = src.delta_calls.load();
+    EXPECT_EQ(before, 1);  // only ensure_synced's round
+    std::atomic<int> notified{0};
+    svc.mailbox("bob@x")->subscribe("F1", [&](const std::string&, const FolderChange& c) {
+        notified += static_cast<int>(c.added.size());
+    });
+    int w = svc.watch("bob@x", "F1");  // first poll is due at once (both folders)
+    for (int i = 0; i < 200 && src.delta_calls.load() < before + 2; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    int after_watch = src.delta_calls.load();
+    EXPECT_EQ(after_watch, before + 2);  // and not again: the interval is a minute
+    svc.set_fast(w, true);  // IDLE: F1 every 300 ms
+    src.rounds["F1"] = {page({msg("new", 5)}, "", "d2")};
+    for (int i = 0; i < 50 && notified.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(notified.load(), 1);
+    auto t0 = std::chrono::steady_clock::now();
+    int start_polls = src.delta_calls.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    int fast_polls = src.delta_calls.load() - start_polls;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GE(fast_polls, 2);                                  // keeps polling F1 while IDLE
+    EXPECT_LE(fast_polls, static_cast<int>(ms / 300) + 1);  // but not faster than the interval
+    svc.unwatch(w);
+    svc.stop();
+}

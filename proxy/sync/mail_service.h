@@ -1,0 +1,103 @@
+// What IMAP and POP3 sessions use to read mailboxes: the per-mailbox sync engines, a poller that keeps
+// watched mailboxes fresh, and message bodies through the disk cache.
+//
+// Polling: a mailbox with at least one watching session is synced every poll_interval (its folder tree
+// every tree_interval); a folder watched "fast" (a client in IDLE) every idle_poll_interval. Graph's
+// Retry-After pauses the whole mailbox. Sessions never wait for the poller except for the first sync of
+// a folder they open (ensure_synced), so a slow Graph delays change notifications, not commands on
+// data already here.
+// Bodies: fetched once ($value), CRLF-normalised, kept in the cache; concurrent requests for the same
+// body share one download (single flight).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "proxy/sync/body_cache.h"
+#include "proxy/sync/mail_source.h"
+#include "proxy/sync/mailbox_sync.h"
+#include "proxy/sync/state_store.h"
+
+namespace gb::sync {
+
+struct MailServiceOptions {
+    std::chrono::milliseconds poll_interval{15000};
+    std::chrono::milliseconds idle_poll_interval{3000};
+    std::chrono::milliseconds tree_interval{300000};
+    int threads = 4;
+};
+
+struct MailServiceStats {
+    std::uint64_t polls = 0, poll_errors = 0, body_downloads = 0, body_errors = 0;
+};
+
+class MailService {
+public:
+    MailService(StateStore& store, BodyCache& cache, MailServiceOptions options = {});
+    ~MailService();
+    MailService(const MailService&) = delete;
+    MailService& operator=(const MailService&) = delete;
+
+    // Registers a mailbox (lower-case address) and where its data comes from. Before start().
+    void add_mailbox(const std::string& address, MailSource& source);
+    MailboxSync* mailbox(const std::string& address);
+    StateStore& store() { return store_; }
+
+    void start();
+    void stop();
+
+    // The folder tree and (folder_id != "") one folder synced at least once; blocks for the first sync
+    // only. Returns the error when there is no data to serve.
+    std::optional<SourceError> ensure_synced(const std::string& mailbox, const std::string& folder_id = "");
+
+    // A session's interest in a folder (keeps its mailbox polled); fast while the client IDLEs.
+    int watch(const std::string& mailbox, const std::string& folder_id);
+    void set_fast(int watch_id, bool fast);
+    void unwatch(int watch_id);
+    // Sync this mailbox soon (e.g. on NOOP or when IDLE starts), without waiting for the interval.
+    void poke(const std::string& mailbox);
+
+    // The message's MIME, CRLF-normalised (from the cache or Graph).
+    SourceResult<std::string> body(const std::string& mailbox, const std::string& graph_id);
+
+    MailServiceStats stats() const;
+
+private:
+    struct Box;
+    struct Watch {
+        std::string mailbox, folder_id;
+        bool fast = false;
+    };
+    void scheduler();
+    void run_poll(Box& box, std::vector<std::string> fast_folders, bool full);
+
+    StateStore& store_;
+    BodyCache& cache_;
+    MailServiceOptions options_;
+
+    mutable std::mutex mutex_;
+    std::condition_variable changed_;
+    std::map<std::string, std::unique_ptr<Box>> boxes_;
+    std::map<int, Watch> watches_;
+    int next_watch_ = 1;
+    bool stopping_ = false;
+    std::thread scheduler_;
+    std::vector<std::thread> workers_;
+    std::vector<std::function<void()>> jobs_;
+    MailServiceStats stats_;
+
+    std::mutex body_mutex_;
+    std::condition_variable body_done_;
+    std::set<std::string> body_in_flight_;
+};
+
+}  // namespace gb::sync
