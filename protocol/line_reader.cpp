@@ -51,4 +51,10 @@ std::size_t LineReader::feed(std::string_view bytes, Status& status) {
     return bytes.size();
 }
 
+void LineReader::wipe() {
+    volatile char* p = line_.data();
+    for (std::size_t i = 0; i < line_.size(); ++i) p[i] = 0;
+    line_.clear();
+}
+
 }  // namespace gb::protocol

@@ -28,6 +28,8 @@ public:
     std::size_t feed(std::string_view bytes, Status& status);
 
     const std::string& line() const { return line_; }
+    // Overwrites the current line with zeros (after handling one that carried a credential).
+    void wipe();
     // Bytes buffered for the current incomplete line (bounded by max_line).
     std::size_t buffered() const { return line_.size(); }
 

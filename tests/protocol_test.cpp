@@ -66,3 +66,15 @@ TEST(LineReader, MemoryStaysBoundedOnEndlessLine) {
     ASSERT_EQ(st, Status::Line);
     EXPECT_EQ(r.line(), "NEXT");
 }
+
+TEST(LineReader, WipeZeroesTheLineInPlace) {
+    LineReader r(100);
+    Status st = Status::NeedMore;
+    r.feed("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", st);
+    ASSERT_EQ(st, Status::Line);
+    const char* data = r.line().data();
+    std::size_t n = r.line().size();
+    r.wipe();
+    EXPECT_TRUE(r.line().empty());
+    for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(data[i], '\0') << i;  // same buffer, overwritten
+}

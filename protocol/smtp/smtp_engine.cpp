@@ -334,12 +334,18 @@ std::size_t SmtpEngine::step_line(std::string_view in) {
     std::size_t n = lines_.feed(in, status);
     bool auth = mode_ == Mode::AuthLine;
     switch (status) {
-        case LineReader::Status::Line:
+        case LineReader::Status::Line: {
+            // AUTH PLAIN's initial response and every AUTH continuation line carry a credential.
+            const std::string& l = lines_.line();
+            bool secret = auth || (l.size() >= 5 && (l[0] | 0x20) == 'a' && (l[1] | 0x20) == 'u' &&
+                                   (l[2] | 0x20) == 't' && (l[3] | 0x20) == 'h' && l[4] == ' ');
             if (auth)
-                handle_auth_line(lines_.line());
+                handle_auth_line(l);
             else
-                handle_command(lines_.line());
+                handle_command(l);
+            if (secret) lines_.wipe();
             break;
+        }
         case LineReader::Status::TooLong:
             if (auth)
                 auth_abort(500, "5.5.6", "Authentication exchange line is too long", true);
