@@ -327,3 +327,45 @@ TEST_F(MailDeliveryTest, UnknownMailboxIsPermanent) {
     EXPECT_EQ(r.outcome, Outcome::Permanent) << r.detail;
     EXPECT_EQ(r.http_status, 404);
 }
+
+TEST_F(MailDeliveryTest, LostAnswerToSendIsCheckedNotResent) {
+    // Exchange sent the draft, but the 202 never arrived (a 503 instead): the deliverer looks at the draft
+    // and reports delivered, so the queue does not send it a second time.
+    auto drafts_before = sb_->server().graph().count_messages("scanner@sandbox.test", "drafts");
+    auto faults_before = sb_->server().stats().faults_injected;
+    sandbox::Fault f;
+    f.target = sandbox::Fault::Target::Graph;
+    f.status = 503;
+    f.path_suffix = "/send";
+    f.after = true;
+    sb_->server().inject(f, 1);
+    std::string m = "From: scanner@sandbox.test\r\nTo: bob@sandbox.test, alice@sandbox.test\r\nSubject: "
+                    "t-lost-202\r\n\r\nx\r\n";
+    auto p = prepare(m, env({"bob@sandbox.test"}));  // header-only alice: draft + PATCH + send
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ(p.mode, Mode::ExactRecipients);
+    Deliverer d(*graph_, *client_);
+    auto r = d.deliver(p);
+    EXPECT_EQ(r.outcome, Outcome::Delivered) << r.detail;
+    EXPECT_NE(r.detail.find("sent despite"), std::string::npos) << r.detail;
+    EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-lost-202").size(), 1u);
+    EXPECT_TRUE(inbox_ids("alice@sandbox.test", "t-lost-202").empty());
+    EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "drafts"), drafts_before);
+    EXPECT_EQ(sb_->server().stats().faults_injected, faults_before + 1);  // only the /send answer was lost
+
+    // The send itself failed (the fault hits before it is carried out): still a draft, so it is deleted
+    // and the attempt is transient; the retry sends exactly once.
+    f.after = false;
+    sb_->server().inject(f, 1);
+    std::string m2 = "From: scanner@sandbox.test\r\nTo: bob@sandbox.test, alice@sandbox.test\r\nSubject: "
+                     "t-send-503\r\n\r\nx\r\n";
+    auto p2 = prepare(m2, env({"bob@sandbox.test"}));
+    auto r2 = d.deliver(p2);
+    EXPECT_EQ(r2.outcome, Outcome::Transient) << r2.detail;
+    EXPECT_TRUE(r2.draft_deleted);
+    EXPECT_TRUE(inbox_ids("bob@sandbox.test", "t-send-503").empty());
+    auto r3 = d.deliver(p2);
+    EXPECT_EQ(r3.outcome, Outcome::Delivered) << r3.detail;
+    EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-send-503").size(), 1u);
+    EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "drafts"), drafts_before);
+}

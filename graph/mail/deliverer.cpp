@@ -34,6 +34,15 @@ std::optional<std::string> json_string(const std::string& body, const char* name
     return std::string(it->value.GetString(), it->value.GetStringLength());
 }
 
+std::optional<bool> json_bool(const std::string& body, const char* name) {
+    rapidjson::Document d;
+    d.Parse(body.data(), body.size());
+    if (d.HasParseError() || !d.IsObject()) return std::nullopt;
+    auto it = d.FindMember(name);
+    if (it == d.MemberEnd() || !it->value.IsBool()) return std::nullopt;
+    return it->value.GetBool();
+}
+
 void write_recipients(Writer& w, const char* key, const std::vector<Address>& list) {
     w.Key(key);
     w.StartArray();
@@ -302,7 +311,30 @@ DeliveryResult Deliverer::deliver(const Prepared& message) {
     r.method = "POST";
     r.url = msg + "/send";
     auto res = call(std::move(r));
-    if (res.response.status != 202) return abandon(Call::fail(res, "send draft"));
+    if (res.response.status != 202) {
+        DeliveryResult failed = Call::fail(res, "send draft");
+        if (failed.outcome == Outcome::Permanent) return abandon(failed);
+        // A timeout, a reset or a 5xx can come after Exchange took the message. Look at the draft before
+        // anything else: sent (no longer a draft; its immutable id now names the Sent Items copy) means
+        // delivered; still a draft means not sent; unknown means keep it and retry later (at least
+        // once: a duplicate is possible, a loss is not). Deleting it blindly could delete the sent copy.
+        http::Request q;
+        q.method = "GET";
+        q.url = msg + "?$select=isDraft";
+        auto st = call(std::move(q));
+        std::optional<bool> is_draft;
+        if (st.response.status == 200) is_draft = json_bool(st.response.body, "isDraft");
+        if (is_draft && !*is_draft) {
+            DeliveryResult d;
+            d.outcome = Outcome::Delivered;
+            d.http_status = 202;
+            d.step = "send draft";
+            d.detail = "sent despite " + failed.detail + " (the draft was no longer a draft)";
+            return finish(d);
+        }
+        if (is_draft && *is_draft) return abandon(failed);
+        return finish(failed);
+    }
     DeliveryResult d;
     d.outcome = Outcome::Delivered;
     d.http_status = 202;

@@ -50,6 +50,10 @@ std::string iso_now() {
                        tm.tm_min, tm.tm_sec);
 }
 
+bool ends_with(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
 HttpResponse graph_error(int status, std::string_view code, std::string_view message) {
     std::string id = auth::uuid_v4();
     auto r = HttpResponse::json(status, fmt::format(R"({{"error":{{"code":"{}","message":"{}","innerError":{{"request-id":"{}","date":"{}"}}}}}})",
@@ -79,12 +83,14 @@ struct SandboxServer::Impl {
     std::map<std::string, int> in_flight;  // per mailbox
     int graph_latency_ms = 0;
     ServerStats stats;
+    std::uint64_t messages_sent = 0;  // sendMail / .../send answered 202 (admin stats only)
     std::atomic<std::int64_t> clock_offset_s{0};  // shifts the sandbox's clock (assertion time checks)
 
-    std::optional<Fault> take_fault(Fault::Target target) {
+    std::optional<Fault> take_fault(Fault::Target target, std::string_view path, bool after) {
         std::lock_guard lock(mutex);
         for (auto it = faults.begin(); it != faults.end(); ++it) {
-            if (it->target == target || it->target == Fault::Target::Any) {
+            if ((it->target == target || it->target == Fault::Target::Any) && it->after == after &&
+                (it->path_suffix.empty() || ends_with(path, it->path_suffix))) {
                 Fault f = *it;
                 faults.erase(it);
                 ++stats.faults_injected;
@@ -98,15 +104,18 @@ struct SandboxServer::Impl {
         std::string_view path = req.path();
         if (path == "/sandbox/stats" && req.method == "GET") {
             ServerStats s;
+            std::uint64_t sent = 0;
             {
                 std::lock_guard lock(mutex);
                 s = stats;
+                sent = messages_sent;
             }
             s.token_requests = identity->token_requests();
             s.tokens_issued = identity->tokens_issued();
             return HttpResponse::json(
-                200, fmt::format(R"({{"token_requests":{},"tokens_issued":{},"graph_requests":{},"throttled":{},"faults_injected":{}}})",
-                                 s.token_requests, s.tokens_issued, s.graph_requests, s.throttled, s.faults_injected));
+                200, fmt::format(R"({{"token_requests":{},"tokens_issued":{},"graph_requests":{},"throttled":{},"faults_injected":{},"messages_sent":{}}})",
+                                 s.token_requests, s.tokens_issued, s.graph_requests, s.throttled, s.faults_injected,
+                                 sent));
         }
         if (path == "/sandbox/faults" && req.method == "DELETE") {
             std::lock_guard lock(mutex);
@@ -141,6 +150,10 @@ struct SandboxServer::Impl {
             f.retry_after = num("retry_after", 0);
             f.delay_ms = num("delay_ms", 0);
             count = num("count", 1);
+            f.path_suffix = str("path_suffix");
+            f.after = doc.HasMember("after") && doc["after"].IsBool() && doc["after"].GetBool();
+            if (f.after && (f.target != Fault::Target::Graph || (f.kind != Fault::Kind::Status && f.kind != Fault::Kind::Reset)))
+                return graph_error(400, "BadRequest", "after needs target graph and kind status or reset");
             if (f.status < 400 || f.status > 599 || count < 1 || count > 100000 || f.delay_ms < 0 ||
                 f.delay_ms > 600000 || f.retry_after < 0)
                 return graph_error(400, "BadRequest", "status 400-599, count 1-100000, delay_ms 0-600000");
@@ -182,6 +195,19 @@ struct SandboxServer::Impl {
             });
             if (!found) return graph_error(404, "ResourceNotFound", "no app with that client id");
             return HttpResponse::empty(204);
+        }
+        // File a message as if it arrived (or was moved there in Outlook): raw MIME body.
+        if (path.rfind("/sandbox/mailboxes/", 0) == 0 && req.method == "POST") {
+            std::string_view rest = path.substr(std::string_view("/sandbox/mailboxes/").size());
+            auto slash = rest.find('/');
+            if (slash == std::string_view::npos || rest.substr(slash) != "/messages")
+                return graph_error(404, "ResourceNotFound", "unknown sandbox admin route");
+            std::string mailbox = percent_decode(rest.substr(0, slash), false).value_or(std::string(rest.substr(0, slash)));
+            std::string folder = req.query("folder").value_or("inbox");
+            bool read = req.query("read").value_or("false") == "true";
+            auto r = graph->inject_message(mailbox, folder, req.body, read);
+            if (r.index() == 1) return graph_error(400, "BadRequest", std::get<1>(r));
+            return HttpResponse::json(201, "{\"id\":\"" + std::get<0>(r) + "\"}");
         }
         if (path == "/sandbox/tokens/revoke" && req.method == "POST") {
             identity->revoke_issued_tokens();
@@ -231,7 +257,7 @@ struct SandboxServer::Impl {
         else if (path.rfind("/upload/", 0) == 0) target = Fault::Target::Upload;
         else co_return graph_error(404, "ResourceNotFound", "no such route");
 
-        if (auto f = take_fault(target)) {
+        if (auto f = take_fault(target, path, false)) {
             if (f->kind == Fault::Kind::Reset) {
                 reset = true;
                 co_return HttpResponse{};
@@ -297,7 +323,20 @@ struct SandboxServer::Impl {
             asio::steady_timer t(co_await asio::this_coro::executor, std::chrono::milliseconds(latency));
             co_await t.async_wait(use_awaitable);
         }
-        co_return graph->handle(req, token);
+        HttpResponse response = graph->handle(req, token);
+        if (auto f = take_fault(target, path, true)) {  // done, but the client never hears so
+            if (f->kind == Fault::Kind::Reset) {
+                reset = true;
+                co_return HttpResponse{};
+            }
+            co_return fault_response(*f);
+        }
+        if (response.status == 202 && req.method == "POST" &&
+            (ends_with(path, "/sendMail") || ends_with(path, "/send"))) {
+            std::lock_guard lock(mutex);
+            ++messages_sent;
+        }
+        co_return response;
     }
 
     awaitable<void> session(tcp::socket socket) {

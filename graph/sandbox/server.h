@@ -44,6 +44,8 @@ struct Fault {
     int retry_after = 0;  // seconds; 0 = no Retry-After header
     int delay_ms = 0;
     std::int64_t aadsts = 0;  // Kind::Aadsts: answer the token request with this AADSTS code
+    std::string path_suffix;  // only requests whose path ends with this ("" = any), e.g. "/send"
+    bool after = false;       // Status/Reset after the request was carried out (a lost response)
 };
 
 struct ServerStats {
