@@ -93,6 +93,9 @@ Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>()) {
     curl_share_setopt(impl_->share, CURLSHOPT_USERDATA, impl_.get());
     curl_share_setopt(impl_->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     curl_share_setopt(impl_->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    // The connection pool too: a request reuses a kept-alive TLS connection instead of a new TCP + TLS
+    // handshake each time (measured against the sandbox: 46 ms -> well under 1 ms per small GET).
+    curl_share_setopt(impl_->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 }
 
 Client::~Client() {

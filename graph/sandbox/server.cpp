@@ -409,6 +409,7 @@ struct SandboxServer::Impl {
                 if (ec == asio::error::operation_aborted || !acceptor->is_open()) co_return;
                 continue;
             }
+            socket.set_option(tcp::no_delay(true), ec);  // no 40 ms delayed-ACK stalls on small responses
             asio::co_spawn(io, session(std::move(socket)), asio::detached);
         }
     }

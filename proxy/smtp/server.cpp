@@ -384,6 +384,7 @@ awaitable<void> SmtpServer::Impl::accept_loop(tcp::acceptor& acceptor, bool impl
             continue;
         }
         ++active;
+        socket.set_option(tcp::no_delay(true), ec);  // replies must not wait for delayed ACKs (pipelining)
         auto conn = std::make_shared<Connection>(*this, std::move(socket), implicit, id);
         asio::co_spawn(strand, [conn]() { return conn->run(); }, asio::detached);
     }
