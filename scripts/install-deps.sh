@@ -11,7 +11,7 @@ packages=(
   rapidjson-dev libfmt-dev libtomlplusplus-dev libsqlite3-dev
   libgmime-3.0-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 swaks msmtp
+  python3 swaks msmtp isync
   default-jre-headless
 )
 

@@ -164,7 +164,9 @@ std::unique_ptr<runtime::Bridge> start_bridge(const std::string& path, std::ostr
         bridge->start();
         std::string ports;
         for (auto p : bridge->smtp_ports()) ports += (ports.empty() ? "" : ",") + std::to_string(p);
-        log::info("main", "graphbridge ready", {{"config", path}, {"smtp_ports", ports},
+        std::string iports;
+        for (auto p : bridge->imap_ports()) iports += (iports.empty() ? "" : ",") + std::to_string(p);
+        log::info("main", "graphbridge ready", {{"config", path}, {"smtp_ports", ports}, {"imap_ports", iports},
                                                 {"recovered", static_cast<std::uint64_t>(bridge->recovered())}});
         return bridge;
     } catch (const std::exception& e) {
@@ -254,15 +256,22 @@ int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
             return 1;
         }
         auto ports = bridge->smtp_ports();
-        out << fmt::format("\nBridge running: SMTP on 127.0.0.1:{} (STARTTLS) and 127.0.0.1:{} (TLS); "
-                           "IMAP/POP3 are not part of this build yet.\n",
+        auto iports = bridge->imap_ports();
+        out << fmt::format("\nBridge running: SMTP on 127.0.0.1:{} (STARTTLS) and 127.0.0.1:{} (TLS)",
                            ports.empty() ? 0 : ports[0], ports.size() > 1 ? ports[1] : 0);
+        if (!iports.empty())
+            out << fmt::format("; IMAP on 127.0.0.1:{} (STARTTLS) and 127.0.0.1:{} (TLS)", iports[0],
+                               iports.size() > 1 ? iports[1] : 0);
+        out << ".\n";
         const auto& alice = setup.accounts.front();
         out << fmt::format("  swaks --server 127.0.0.1:{} --auth-user {} --auth-password '{}' \\\n"
                            "        --from {} --to bob@sandbox.test\n",
                            ports.empty() ? 0 : ports[0], alice.login, alice.password, alice.mailbox);
         out << fmt::format("  (the sandbox's copy of each mailbox: GET {}/v1.0/users/bob@sandbox.test/messages)\n",
                            base);
+        if (!iports.empty())
+            out << fmt::format("  curl --user '{}:{}' imap://127.0.0.1:{}/INBOX   (lists the Inbox over IMAP)\n",
+                               alice.login, alice.password, iports[0]);
     }
     out << "Press Ctrl-C to stop.\n" << std::flush;
 

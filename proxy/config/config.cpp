@@ -613,11 +613,35 @@ Config load(const std::string& path) {
         }
         s.finish();
     }
-    for (auto [key, set] : {std::pair{"imap", &cfg.imap}, std::pair{"pop3", &cfg.pop3}}) {
+    for (auto [key, set] : {std::pair<const char*, ListenerSet*>{"imap", &cfg.imap},
+                            std::pair<const char*, ListenerSet*>{"pop3", &cfg.pop3}}) {
         if (const toml::table* t = top.table(key)) {
             Section s(*t, key, path, problems);
             read_listeners(s, "listen", set->listen);
             read_listeners(s, "tls_listen", set->tls_listen);
+            if (set == &cfg.imap) {
+                auto ms = [&](const char* name, std::int64_t min_s, std::int64_t max_s, std::int64_t& out) {
+                    const toml::node* n = s.get(name);
+                    if (!n) return;
+                    std::optional<std::int64_t> v;
+                    if (n->is_integer()) v = n->as_integer()->get();
+                    else if (n->is_string()) v = parse_duration(n->as_string()->get());
+                    if (!v || *v < min_s || *v > max_s)
+                        s.problem(name, fmt::format("must be a duration between {} and {} seconds, e.g. \"15s\"",
+                                                    min_s, max_s));
+                    else out = *v * 1000;
+                };
+                ms("poll_interval", 1, 3600, cfg.imap.poll_interval_ms);
+                ms("idle_poll_interval", 1, 600, cfg.imap.idle_poll_interval_ms);
+                if (const toml::node* n = s.get("cache_size")) {
+                    std::optional<std::uint64_t> size;
+                    if (n->is_string()) size = parse_size(n->as_string()->get());
+                    else if (n->is_integer() && n->as_integer()->get() > 0)
+                        size = static_cast<std::uint64_t>(n->as_integer()->get());
+                    if (!size || *size < 1024 * 1024) s.problem("cache_size", "must be a size of at least 1MB, e.g. \"1GB\"");
+                    else cfg.imap.cache_size = *size;
+                }
+            }
             s.finish();
         }
     }

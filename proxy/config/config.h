@@ -102,6 +102,13 @@ struct SmtpConfig : ListenerSet {
     std::string from_policy = "rewrite";
 };
 
+// IMAP/POP3 read path: how often mailboxes are synced from Graph, and the body cache.
+struct ImapConfig : ListenerSet {
+    std::int64_t poll_interval_ms = 15000;      // mailboxes with a session open
+    std::int64_t idle_poll_interval_ms = 3000;  // a folder a client IDLEs on
+    std::uint64_t cache_size = 1024ull * 1024 * 1024;  // message bodies on disk
+};
+
 // The outbound queue: how long and how often delivery is retried.
 struct QueueConfig {
     std::int64_t lifetime_s = 5 * 24 * 3600;  // then the message bounces
@@ -124,7 +131,7 @@ struct Config {
     std::vector<AccountConfig> accounts;
     std::vector<RelayConfig> relays;
     SmtpConfig smtp;
-    ListenerSet imap;
+    ImapConfig imap;
     ListenerSet pop3;
     TlsConfig tls;
     QueueConfig queue;

@@ -20,7 +20,10 @@
 #include "proxy/runtime/tls.h"
 #include "proxy/smtp/policy.h"
 #include "proxy/smtp/server.h"
+#include "proxy/imap/server.h"
 #include "proxy/spool/spool.h"
+#include "proxy/sync/graph_source.h"
+#include "proxy/sync/mail_service.h"
 
 namespace gb::runtime {
 namespace {
@@ -131,7 +134,9 @@ public:
         broker_ = std::make_unique<auth::TokenBroker>(std::move(loaded_.broker), http::make_token_transport(*http_));
         graph_ = std::make_unique<http::GraphClient>(*http_, *broker_, app.graph_url);
         deliverer_ = std::make_unique<mail::Deliverer>(*graph_, *http_);
+        source_ = std::make_unique<sync::GraphSource>(*graph_, app.graph_url);
     }
+    sync::MailSource& source() { return *source_; }
     mail::DeliveryResult deliver(const mail::Prepared& m) override { return deliverer_->deliver(m); }
 
     // Without Mail.ReadWrite only the one-request MIME sendMail is possible (no drafts, no upload
@@ -160,6 +165,7 @@ private:
     std::unique_ptr<auth::TokenBroker> broker_;
     std::unique_ptr<http::GraphClient> graph_;
     std::unique_ptr<mail::Deliverer> deliverer_;
+    std::unique_ptr<sync::GraphSource> source_;
 };
 
 std::string host_name() {
@@ -181,6 +187,13 @@ struct Bridge::Impl {
     std::unique_ptr<smtp::Policy> policy;
     std::unique_ptr<smtp::SmtpServer> smtp;
     std::size_t recovered = 0;
+
+    // IMAP/POP3 read path.
+    std::unique_ptr<sync::StateStore> state;
+    std::unique_ptr<sync::BodyCache> cache;
+    std::unique_ptr<sync::MailService> mail;
+    std::unique_ptr<smtp::AuthThrottle> imap_throttle;
+    std::unique_ptr<imap::ImapServer> imap;
 
     // Background chores: first tokens, and `graphbridge queue retry` notices from the CLI.
     std::thread chores;
@@ -271,6 +284,39 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         return it->second->size_cap(prepare);
     };
     d.smtp = std::make_unique<smtp::SmtpServer>(o, *d.policy, *d.sink);
+
+    if (!cfg.imap.listen.empty() || !cfg.imap.tls_listen.empty()) {
+        std::filesystem::path state_dir(cfg.state_dir);
+        try {
+            d.state = sync::open_sqlite_store((state_dir / "mailboxes.db").string());
+        } catch (const std::exception& e) {
+            throw std::runtime_error(std::string(e.what()) + " (move the file aside to rebuild it from Graph; "
+                                                              "clients will then see new UIDVALIDITYs)");
+        }
+        d.cache = std::make_unique<sync::BodyCache>((state_dir / "cache").string(), cfg.imap.cache_size);
+        sync::MailServiceOptions mo;
+        mo.poll_interval = std::chrono::milliseconds(cfg.imap.poll_interval_ms);
+        mo.idle_poll_interval = std::chrono::milliseconds(cfg.imap.idle_poll_interval_ms);
+        d.mail = std::make_unique<sync::MailService>(*d.state, *d.cache, mo);
+        for (const auto& [login, account] : d.policy->accounts()) {
+            auto it = d.senders.find(account.app);
+            if (it == d.senders.end() || d.mail->mailbox(account.mailbox)) continue;
+            d.mail->add_mailbox(account.mailbox, it->second->source());
+        }
+        d.imap_throttle = std::make_unique<smtp::AuthThrottle>();
+        imap::ServerOptions io;
+        io.hostname = host_name();
+        io.listen = cfg.imap.listen;
+        io.tls_listen = cfg.imap.tls_listen;
+        io.tls_cert_pem = d.tls.cert_chain_pem;
+        io.tls_key_pem = d.tls.key_pem;
+        io.tls_min_version = cfg.tls.min_version;
+        imap::SessionServices services;
+        services.policy = d.policy.get();
+        services.throttle = d.imap_throttle.get();
+        services.mail = d.mail.get();
+        d.imap = std::make_unique<imap::ImapServer>(io, services);
+    }
 }
 
 Bridge::~Bridge() { stop(); }
@@ -278,6 +324,8 @@ Bridge::~Bridge() { stop(); }
 void Bridge::start() {
     impl_->smtp->start();
     impl_->runner->start();
+    if (impl_->mail) impl_->mail->start();
+    if (impl_->imap) impl_->imap->start();
     impl_->chores = std::thread([d = impl_.get()] { d->run_chores(); });
 }
 
@@ -288,11 +336,16 @@ void Bridge::stop() {
     }
     impl_->chores_cv.notify_all();
     if (impl_->chores.joinable()) impl_->chores.join();
+    if (impl_->imap) impl_->imap->stop();
+    if (impl_->mail) impl_->mail->stop();
     if (impl_->smtp) impl_->smtp->stop();
     if (impl_->runner) impl_->runner->stop();
 }
 
 std::vector<std::uint16_t> Bridge::smtp_ports() const { return impl_->smtp->ports(); }
+std::vector<std::uint16_t> Bridge::imap_ports() const {
+    return impl_->imap ? impl_->imap->ports() : std::vector<std::uint16_t>{};
+}
 std::size_t Bridge::recovered() const { return impl_->recovered; }
 std::string Bridge::tls_cert_path() const { return impl_->tls.cert_path; }
 

@@ -25,6 +25,7 @@ public:
     void stop();  // stops accepting, lets deliveries in flight finish
 
     std::vector<std::uint16_t> smtp_ports() const;  // plain listeners, then implicit-TLS ones
+    std::vector<std::uint16_t> imap_ports() const;   // plain, then implicit TLS (empty: IMAP off)
     std::size_t recovered() const;                   // messages found in the spool at start
     std::string tls_cert_path() const;
 

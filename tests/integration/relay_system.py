@@ -8,6 +8,7 @@ Scenarios: msmtp, large, throttling, crash, sizecap, queue, envelope. Exit statu
 import email
 import email.policy
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -74,6 +75,9 @@ class Tenant:
         cfg = open(self.t + "/graphbridge.toml").read()
         cfg = cfg.replace('listen = ["127.0.0.1:1025"]', 'listen = ["127.0.0.1:%d"]' % self.smtp_port)
         cfg = cfg.replace('tls_listen = ["127.0.0.1:1465"]', 'tls_listen = ["127.0.0.1:%d"]' % self.smtps_port)
+        self.imap_port, self.imaps_port = free_port(), free_port()
+        cfg = cfg.replace('listen = ["127.0.0.1:1143"]', 'listen = ["127.0.0.1:%d"]' % self.imap_port)
+        cfg = cfg.replace('tls_listen = ["127.0.0.1:1993"]', 'tls_listen = ["127.0.0.1:%d"]' % self.imaps_port)
         cfg = cfg.replace("[log]", '[queue]\nretry_initial = "1s"\nretry_max = "4s"\n\n[log]')
         self.config = self.t + "/bridge.toml"
         open(self.config, "w").write(cfg)
@@ -88,7 +92,8 @@ class Tenant:
 
         def up():
             try:
-                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1).close()
+                for port in (self.smtp_port, self.imap_port):
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return True
             except OSError:
                 return False
@@ -117,13 +122,27 @@ class Tenant:
         return [a for a in self.state["accounts"] if a["login"] == login][0]["password"]
 
     # ---- the sandbox over HTTPS -------------------------------------------------------------------
-    def admin(self, path, body=None, method=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method or ("POST" if data else "GET"),
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, context=self.ctx, timeout=30) as r:
-            raw = r.read()
-            return json.loads(raw) if raw else None
+    def admin(self, path, body=None, method=None, raw=None):
+        """The sandbox's admin API over one kept-alive HTTPS connection (a TLS handshake per call is slow)."""
+        data = json.dumps(body).encode() if body is not None else raw
+        ctype = "application/json" if raw is None else "text/plain"
+        method = method or ("POST" if data is not None else "GET")
+        for attempt in (1, 2):
+            try:
+                if getattr(self, "_admin_conn", None) is None:
+                    self._admin_conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx,
+                                                                   timeout=30)
+                self._admin_conn.request(method, path, body=data, headers={"Content-Type": ctype})
+                r = self._admin_conn.getresponse()
+                payload = r.read()
+                if r.status >= 400:
+                    raise urllib.error.HTTPError(self.base + path, r.status, payload.decode(errors="replace"),
+                                                 r.headers, None)
+                return json.loads(payload) if payload else None
+            except (http.client.HTTPException, OSError):
+                self._admin_conn = None
+                if attempt == 2:
+                    raise
 
     def token(self):
         if not self._token:

@@ -1,0 +1,34 @@
+// The session's view of its selected folder: the message list the client's sequence numbers refer to
+// (it changes only when the client is told: EXISTS, EXPUNGE), and the changes waiting to be told.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "proxy/imap/session.h"
+#include "proxy/sync/state_store.h"
+
+namespace gb::imap {
+
+struct Session::Selected {
+    sync::FolderRecord folder;
+    std::vector<sync::MessageRecord> messages;  // sequence number = index + 1, ascending UIDs
+    bool read_only = true;
+    int listener_id = 0;
+    int watch_id = 0;
+    std::set<std::uint32_t> pending_expunge, pending_add, pending_flags;
+};
+
+struct Session::FetchItem {
+    enum class Kind { Flags, InternalDate, Size, Envelope, BodyStructure, Body, Uid, Section } kind;
+    std::string label;                            // response item name, e.g. "BODY[HEADER]" or "RFC822"
+    std::optional<mail::imap::Section> section;  // Kind::Section
+    bool peek = true;
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> partial;  // <origin.count>
+};
+
+// "\Seen \Flagged $Forwarded Keyword" for FETCH FLAGS (keywords that are not IMAP atoms are left out).
+std::string flag_list(const sync::MessageRecord& m);
+
+}  // namespace gb::imap

@@ -1,0 +1,417 @@
+#include "proxy/imap/server.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <thread>
+
+#include "common/log.h"
+
+namespace gb::imap {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+
+struct ImapServer::Impl {
+    ServerOptions options;
+    SessionServices services;
+    asio::io_context io;
+    asio::thread_pool work;
+    std::unique_ptr<asio::ssl::context> tls;
+    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+    std::vector<bool> implicit_tls;
+    std::vector<std::uint16_t> ports;
+    std::vector<std::thread> threads;
+    std::atomic<std::uint64_t> connections{0}, refused{0};
+    std::atomic<std::size_t> active{0};
+
+    Impl(ServerOptions o, SessionServices s)
+        : options(std::move(o)), services(s), work(static_cast<std::size_t>(std::max(1, options.work_threads))) {}
+    awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit);
+};
+
+namespace {
+
+bool is_loopback(const asio::ip::address& a) {
+    if (a.is_v4()) return a.to_v4().is_loopback();
+    auto v6 = a.to_v6();
+    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).is_loopback();
+    return v6.is_loopback();
+}
+
+std::string ip_text(const asio::ip::address& a) {
+    if (a.is_v6() && a.to_v6().is_v4_mapped())
+        return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+    return a.to_string();
+}
+
+constexpr std::size_t kOutputHigh = 256 * 1024;  // stop producing while this much output is queued
+
+class Connection : public std::enable_shared_from_this<Connection> {
+public:
+    Connection(ImapServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id)
+        : srv_(srv),
+          strand_(socket.get_executor()),
+          work_(asio::make_strand(srv.work)),
+          socket_(std::move(socket)),
+          implicit_tls_(implicit_tls),
+          id_(id),
+          out_signal_(strand_),
+          drained_signal_(strand_),
+          deadline_(strand_) {
+        boost::system::error_code ec;
+        auto remote = socket_.remote_endpoint(ec);
+        if (!ec) {
+            ip_ = ip_text(remote.address());
+            loopback_ = is_loopback(remote.address());
+        }
+        ctx_.conn_id = fmt::format("I{}", id);
+    }
+
+    awaitable<void> run();
+
+private:
+    awaitable<void> writer();
+    void enqueue(std::string data) {
+        if (data.empty() || closing_) return;
+        out_bytes_ += data.size();
+        outq_.push_back(std::move(data));
+        out_signal_.cancel();
+    }
+    awaitable<void> wait_drained() {
+        while (!closing_ && (!outq_.empty() || writing_)) {
+            boost::system::error_code ec;
+            drained_signal_.expires_at(asio::steady_timer::time_point::max());
+            co_await drained_signal_.async_wait(asio::redirect_error(use_awaitable, ec));
+        }
+    }
+    // Runs one session action on the work strand (the session's thread), then returns to the I/O strand
+    // with the session's output queued to the writer. (An enum, not a lambda: GCC 12 destroys
+    // non-trivial temporaries in a co_await full-expression twice.)
+    enum class Action { Feed, Step, TlsStarted };
+    void act(Action action) {
+        switch (action) {
+            case Action::Feed:
+                session_->feed(input_);
+                input_.clear();
+                break;
+            case Action::Step:
+                session_->step();
+                break;
+            case Action::TlsStarted:
+                session_->tls_started();
+                break;
+        }
+        result_.out = session_->take_output();
+        result_.delay = session_->take_delay();
+        result_.close = session_->wants_close();
+        result_.starttls = session_->wants_starttls();
+        result_.busy = session_->busy();
+    }
+    awaitable<void> on_session(Action action) {
+        // The work strand runs the action and then wakes this coroutine through a timer on the I/O strand
+        // (co_await post(work_) would resume the coroutine on its own executor, i.e. run the blocking
+        // session work on the I/O thread).
+        auto done = std::make_shared<asio::steady_timer>(strand_, asio::steady_timer::time_point::max());
+        auto self = shared_from_this();
+        asio::post(work_, [self, action, done] {
+            self->act(action);
+            asio::post(self->strand_, [done] { done->cancel(); });
+        });
+        boost::system::error_code ec;
+        co_await done->async_wait(asio::redirect_error(use_awaitable, ec));
+        if (result_.delay.count() > 0) {
+            asio::steady_timer t(strand_, result_.delay);
+            co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+        }
+        enqueue(std::move(result_.out));
+        want_close_ = result_.close;
+        want_starttls_ = result_.starttls;
+        busy_ = result_.busy;
+    }
+    awaitable<std::size_t> read_some(std::array<char, 8192>& buf);
+    awaitable<bool> handshake();
+    tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
+    void close_socket() {
+        boost::system::error_code ec;
+        lowest().shutdown(tcp::socket::shutdown_both, ec);
+        lowest().close(ec);
+    }
+
+    ImapServer::Impl& srv_;
+    asio::any_io_executor strand_;
+    asio::strand<asio::thread_pool::executor_type> work_;
+    tcp::socket socket_;
+    std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;
+    bool implicit_tls_;
+    std::uint64_t id_;
+    std::string ip_;
+    bool loopback_ = false;
+    log::Context ctx_;
+    std::unique_ptr<Session> session_;
+    std::string input_;  // bytes for the next Action::Feed
+    struct Result {  // written on the work strand, read on the I/O strand after the wake-up
+        std::string out;
+        std::chrono::milliseconds delay{0};
+        bool close = false, starttls = false, busy = false;
+    } result_;
+
+    std::deque<std::string> outq_;
+    std::size_t out_bytes_ = 0;
+    bool writing_ = false;
+    bool closing_ = false;
+    bool writer_done_ = false;
+    asio::steady_timer out_signal_, drained_signal_, deadline_;
+    bool timed_out_ = false;
+    bool want_close_ = false, want_starttls_ = false, busy_ = false;
+};
+
+awaitable<void> Connection::writer() {
+    auto self = shared_from_this();
+    while (true) {
+        while (outq_.empty() && !closing_) {
+            boost::system::error_code ec;
+            out_signal_.expires_at(asio::steady_timer::time_point::max());
+            co_await out_signal_.async_wait(asio::redirect_error(use_awaitable, ec));
+        }
+        if (outq_.empty()) break;  // closing and nothing left
+        // Everything queued goes out in one write (a response and its tagged line in one segment).
+        std::string data = std::move(outq_.front());
+        outq_.pop_front();
+        while (!outq_.empty() && data.size() < 256 * 1024) {
+            data += outq_.front();
+            outq_.pop_front();
+        }
+        writing_ = true;
+        boost::system::error_code ec;
+        if (tls_) co_await asio::async_write(*tls_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
+        else co_await asio::async_write(socket_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
+        writing_ = false;
+        out_bytes_ -= data.size();
+        if (ec) {
+            closing_ = true;
+            outq_.clear();
+            out_bytes_ = 0;
+            close_socket();
+        }
+        if (outq_.empty()) drained_signal_.cancel();
+    }
+    writer_done_ = true;
+    drained_signal_.cancel();
+}
+
+awaitable<std::size_t> Connection::read_some(std::array<char, 8192>& buf) {
+    boost::system::error_code ec;
+    timed_out_ = false;
+    deadline_.expires_after(srv_.options.idle_timeout);
+    auto self = shared_from_this();
+    deadline_.async_wait([self](boost::system::error_code e) {
+        if (e) return;
+        self->timed_out_ = true;
+        boost::system::error_code ignored;
+        self->lowest().cancel(ignored);
+    });
+    std::size_t n = 0;
+    if (tls_) n = co_await tls_->async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+    else n = co_await socket_.async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+    deadline_.cancel();
+    co_return ec ? 0 : n;
+}
+
+awaitable<bool> Connection::handshake() {
+    boost::system::error_code ec;
+    tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *srv_.tls);
+    deadline_.expires_after(std::chrono::seconds(30));
+    auto self = shared_from_this();
+    deadline_.async_wait([self](boost::system::error_code e) {
+        if (e) return;
+        boost::system::error_code ignored;
+        self->lowest().cancel(ignored);
+    });
+    co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::redirect_error(use_awaitable, ec));
+    deadline_.cancel();
+    co_return !ec;
+}
+
+awaitable<void> Connection::run() {
+    auto self = shared_from_this();
+    struct Active {
+        std::atomic<std::size_t>& n;
+        ~Active() { --n; }
+    } active{srv_.active};
+    if (implicit_tls_ && !co_await handshake()) {
+        close_socket();
+        co_return;
+    }
+    SessionConfig cfg;
+    cfg.hostname = srv_.options.hostname;
+    cfg.loopback = loopback_;
+    cfg.tls_available = srv_.tls != nullptr;
+    cfg.tls_active = implicit_tls_;
+    cfg.client_ip = ip_;
+    cfg.conn_id = id_;
+    session_ = std::make_unique<Session>(srv_.services, cfg);
+    std::weak_ptr<Connection> weak = self;
+    session_->set_wake([weak] {
+        auto c = weak.lock();
+        if (!c) return;
+        asio::post(c->work_, [c] {
+            c->session_->deliver_updates();
+            std::string out = c->session_->take_output();
+            if (!out.empty()) asio::post(c->strand_, [c, out = std::move(out)]() mutable { c->enqueue(std::move(out)); });
+        });
+    });
+    enqueue(session_->take_output());  // the greeting
+    asio::co_spawn(strand_, writer(), asio::detached);
+    log::Logger::instance().write(log::Level::Debug, "imap", &ctx_, "connected",
+                                  {{"ip", ip_}, {"tls", implicit_tls_ ? "implicit" : "no"}});
+
+    std::array<char, 8192> buf;
+    while (!closing_) {
+        if (want_close_) break;
+        if (want_starttls_) {
+            co_await wait_drained();
+            if (closing_ || !co_await handshake()) break;
+            co_await on_session(Action::TlsStarted);
+            continue;
+        }
+        if (busy_ || out_bytes_ > kOutputHigh) {
+            co_await wait_drained();
+            if (busy_) co_await on_session(Action::Step);
+            continue;
+        }
+        std::size_t n = co_await read_some(buf);
+        if (n == 0) {
+            if (timed_out_) enqueue("* BYE Autologout; idle for too long\r\n");
+            break;
+        }
+        input_.assign(buf.data(), n);
+        co_await on_session(Action::Feed);
+    }
+    co_await wait_drained();
+    closing_ = true;
+    out_signal_.cancel();
+    boost::system::error_code ec;
+    if (tls_) {
+        deadline_.expires_after(std::chrono::seconds(2));
+        deadline_.async_wait([self](boost::system::error_code e) {
+            if (e) return;
+            boost::system::error_code ignored;
+            self->lowest().cancel(ignored);
+        });
+        co_await tls_->async_shutdown(asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+    }
+    close_socket();
+    // The session ends on its own strand (a notification may be running there).
+    asio::post(work_, [self] {
+        self->session_->set_wake(nullptr);
+        self->session_.reset();
+    });
+}
+
+}  // namespace
+
+awaitable<void> ImapServer::Impl::accept_loop(tcp::acceptor& acceptor, bool implicit) {
+    for (;;) {
+        boost::system::error_code ec;
+        auto strand = asio::make_strand(io);
+        tcp::socket socket(strand);
+        co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
+        if (ec) {
+            if (!acceptor.is_open()) co_return;
+            continue;
+        }
+        std::uint64_t id = ++connections;
+        if (active.load() >= options.max_connections) {
+            ++refused;
+            std::string msg = "* BYE Too many connections, try again later\r\n";
+            asio::write(socket, asio::buffer(msg), ec);
+            socket.close(ec);
+            continue;
+        }
+        ++active;
+        socket.set_option(tcp::no_delay(true), ec);  // small responses must not wait for delayed ACKs
+        auto conn = std::make_shared<Connection>(*this, std::move(socket), implicit, id);
+        asio::co_spawn(strand, [conn]() { return conn->run(); }, asio::detached);
+    }
+}
+
+ImapServer::ImapServer(ServerOptions options, SessionServices services)
+    : impl_(std::make_unique<Impl>(std::move(options), services)) {}
+
+ImapServer::~ImapServer() { stop(); }
+
+void ImapServer::start() {
+    Impl& d = *impl_;
+    if (!d.options.tls_cert_pem.empty()) {
+        d.tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+        d.tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                           asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
+        SSL_CTX_set_min_proto_version(d.tls->native_handle(),
+                                      d.options.tls_min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+        d.tls->use_certificate_chain(asio::buffer(d.options.tls_cert_pem));
+        d.tls->use_private_key(asio::buffer(d.options.tls_key_pem), asio::ssl::context::pem);
+    }
+    auto bind = [&](const config::ListenAddress& a, bool implicit) {
+        tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
+        auto acc = std::make_unique<tcp::acceptor>(d.io);
+        acc->open(ep.protocol());
+        acc->set_option(asio::socket_base::reuse_address(true));
+        acc->bind(ep);
+        acc->listen(asio::socket_base::max_listen_connections);
+        d.ports.push_back(acc->local_endpoint().port());
+        d.implicit_tls.push_back(implicit);
+        d.acceptors.push_back(std::move(acc));
+    };
+    for (const auto& a : d.options.listen) bind(a, false);
+    if (d.tls)
+        for (const auto& a : d.options.tls_listen) bind(a, true);
+    for (std::size_t i = 0; i < d.acceptors.size(); ++i)
+        asio::co_spawn(d.io, d.accept_loop(*d.acceptors[i], d.implicit_tls[i]), asio::detached);
+    for (int i = 0; i < std::max(1, d.options.io_threads); ++i) d.threads.emplace_back([&d] { d.io.run(); });
+}
+
+void ImapServer::stop() {
+    Impl& d = *impl_;
+    for (auto& a : d.acceptors) {
+        asio::post(d.io, [&a] {
+            boost::system::error_code ec;
+            a->close(ec);
+        });
+    }
+    d.io.stop();
+    for (auto& t : d.threads)
+        if (t.joinable()) t.join();
+    d.threads.clear();
+    d.work.join();
+}
+
+std::vector<std::uint16_t> ImapServer::ports() const { return impl_->ports; }
+
+ServerStats ImapServer::stats() const {
+    ServerStats s;
+    s.connections = impl_->connections;
+    s.refused = impl_->refused;
+    s.active = impl_->active;
+    return s;
+}
+
+}  // namespace gb::imap

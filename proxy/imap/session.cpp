@@ -1,0 +1,715 @@
+#include "proxy/imap/session.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+#include <set>
+
+#include "auth/crypto.h"
+#include "protocol/imap/imap_format.h"
+#include "protocol/imap/mutf7.h"
+#include "proxy/imap/selected.h"
+
+namespace gb::imap {
+
+namespace pi = protocol::imap;
+
+namespace {
+
+constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+std::string upper(std::string_view s) {
+    std::string out(s);
+    for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
+           });
+}
+
+}  // namespace
+
+std::string imap_date_time(std::int64_t t) {
+    std::time_t secs = static_cast<std::time_t>(t);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    return fmt::format("{:02}-{}-{:04} {:02}:{:02}:{:02} +0000", tm.tm_mday, kMonths[tm.tm_mon], tm.tm_year + 1900,
+                       tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+std::optional<std::int64_t> parse_imap_date(std::string_view s) {
+    // date-day "-" date-month "-" date-year, day 1 or 2 digits; optionally quoted by the caller already.
+    auto d1 = s.find('-');
+    if (d1 == std::string_view::npos || d1 == 0 || d1 > 2) return std::nullopt;
+    auto d2 = s.find('-', d1 + 1);
+    if (d2 == std::string_view::npos || d2 != d1 + 4 || s.size() != d2 + 5) return std::nullopt;
+    int day = 0;
+    for (std::size_t i = 0; i < d1; ++i) {
+        if (!std::isdigit(static_cast<unsigned char>(s[i]))) return std::nullopt;
+        day = day * 10 + (s[i] - '0');
+    }
+    int month = -1;
+    for (int i = 0; i < 12; ++i)
+        if (iequals(s.substr(d1 + 1, 3), kMonths[i])) month = i;
+    int year = 0;
+    for (std::size_t i = d2 + 1; i < s.size(); ++i) {
+        if (!std::isdigit(static_cast<unsigned char>(s[i]))) return std::nullopt;
+        year = year * 10 + (s[i] - '0');
+    }
+    if (month < 0 || day < 1 || day > 31 || year < 1900) return std::nullopt;
+    std::tm tm{};
+    tm.tm_year = year - 1900;
+    tm.tm_mon = month;
+    tm.tm_mday = day;
+    return static_cast<std::int64_t>(timegm(&tm));
+}
+
+bool list_match(std::string_view p, std::string_view n) {
+    // Iterative wildcard match with backtracking on the last '*' and the last '%'.
+    std::size_t pi = 0, ni = 0, star_p = std::string_view::npos, star_n = 0;
+    std::size_t pct_p = std::string_view::npos, pct_n = 0;
+    while (ni < n.size()) {
+        if (pi < p.size() && p[pi] == '*') {
+            star_p = pi++;
+            star_n = ni;
+            pct_p = std::string_view::npos;
+        } else if (pi < p.size() && p[pi] == '%') {
+            pct_p = pi++;
+            pct_n = ni;
+        } else if (pi < p.size() && p[pi] == n[ni]) {
+            ++pi;
+            ++ni;
+        } else if (pct_p != std::string_view::npos && n[pct_n] != '/') {
+            pi = pct_p + 1;
+            ni = ++pct_n;
+        } else if (star_p != std::string_view::npos) {
+            pi = star_p + 1;
+            ni = ++star_n;
+            pct_p = std::string_view::npos;
+        } else {
+            return false;
+        }
+    }
+    while (pi < p.size() && (p[pi] == '*' || p[pi] == '%')) ++pi;
+    return pi == p.size();
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+Session::Session(SessionServices services, SessionConfig config)
+    : svc_(services), cfg_(std::move(config)) {
+    ctx_.conn_id = fmt::format("I{}", cfg_.conn_id);
+    out(fmt::format("* OK [CAPABILITY {}] graphbridge IMAP4rev1 ready\r\n", capabilities()));
+}
+
+Session::~Session() { deselect(); }
+
+std::string Session::take_output() {
+    std::string o = std::move(output_);
+    output_.clear();
+    return o;
+}
+
+bool Session::has_output() const { return !output_.empty(); }
+
+std::chrono::milliseconds Session::take_delay() {
+    auto d = delay_;
+    delay_ = std::chrono::milliseconds(0);
+    return d;
+}
+
+void Session::set_wake(std::function<void()> wake) {
+    std::lock_guard lock(changes_->mutex);
+    changes_->wake = std::move(wake);
+}
+
+void Session::out(std::string_view text) { output_.append(text); }
+void Session::untagged(std::string_view text) {
+    output_ += "* ";
+    output_.append(text);
+    output_ += "\r\n";
+}
+void Session::tagged(const std::string& tag, std::string_view text) {
+    output_ += tag;
+    output_ += ' ';
+    output_.append(text);
+    output_ += "\r\n";
+}
+void Session::bad(const std::string& tag, std::string_view text) { tagged(tag, std::string("BAD ") + std::string(text)); }
+void Session::no(const std::string& tag, std::string_view text) { tagged(tag, std::string("NO ") + std::string(text)); }
+void Session::ok(const std::string& tag, std::string_view text) { tagged(tag, std::string("OK ") + std::string(text)); }
+
+bool Session::login_allowed() const { return cfg_.tls_active || cfg_.loopback; }
+
+std::string Session::capabilities() const {
+    std::string c = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN SPECIAL-USE LIST-EXTENDED "
+                    "LIST-STATUS";
+    if (cfg_.tls_available && !cfg_.tls_active && !account_) c += " STARTTLS";
+    if (!account_) c += login_allowed() ? " AUTH=PLAIN" : " LOGINDISABLED";
+    return c;
+}
+
+std::string Session::selected_path() const { return selected_ ? selected_->folder.path : std::string(); }
+
+// ---------------------------------------------------------------------------------------------------
+
+void Session::feed(std::string_view bytes) {
+    if (close_) return;
+    reader_.feed(bytes);
+    process();
+}
+
+void Session::step() {
+    if (job_) run_fetch();
+    if (!job_) process();
+}
+
+void Session::process() {
+    while (!close_ && !starttls_ && !job_) {
+        auto ev = reader_.next();
+        if (!ev) break;
+        if (auto* c = std::get_if<pi::Command>(&*ev)) {
+            handle(*c);
+        } else if (std::get_if<pi::Continue>(&*ev)) {
+            out("+ Ready for literal\r\n");
+        } else if (auto* e = std::get_if<pi::Error>(&*ev)) {
+            if (e->fatal) {
+                untagged(std::string("BYE ") + e->text);
+                close_ = true;
+                break;
+            }
+            if (auth_tag_) {  // a bad continuation line ends the exchange
+                bad(*auth_tag_, e->text);
+                auth_tag_.reset();
+            } else if (idle_tag_) {
+                bad(*idle_tag_, "Expected DONE");
+                idle_tag_.reset();
+                if (selected_) svc_.mail->set_fast(selected_->watch_id, false);
+            } else {
+                bad(e->tag.empty() ? "*" : e->tag, e->text);
+            }
+        } else if (auto* r = std::get_if<pi::RawLine>(&*ev)) {
+            handle_raw_line(r->text);
+        }
+    }
+}
+
+void Session::handle_raw_line(const std::string& line) {
+    if (idle_tag_) {
+        std::string tag = *idle_tag_;
+        idle_tag_.reset();
+        if (selected_) svc_.mail->set_fast(selected_->watch_id, false);
+        if (!iequals(line, "DONE")) {
+            bad(tag, "Expected DONE");
+            return;
+        }
+        flush_updates(true);
+        ok(tag, "IDLE terminated");
+        return;
+    }
+    if (auth_tag_) {
+        std::string tag = *auth_tag_;
+        auth_tag_.reset();
+        if (line == "*") {
+            bad(tag, "Authentication cancelled");
+            return;
+        }
+        auto b64 = auth::base64_decode(line);
+        if (!b64) {
+            bad(tag, "Invalid base64 in the AUTHENTICATE response");
+            return;
+        }
+        std::string decoded = std::move(*b64);
+        // authzid NUL authcid NUL password
+        auto z1 = decoded.find('\0');
+        auto z2 = z1 == std::string::npos ? std::string::npos : decoded.find('\0', z1 + 1);
+        if (z2 == std::string::npos) {
+            bad(tag, "Malformed PLAIN response");
+            return;
+        }
+        std::string authzid = decoded.substr(0, z1), user = decoded.substr(z1 + 1, z2 - z1 - 1);
+        Secret password(decoded.substr(z2 + 1));
+        std::fill(decoded.begin(), decoded.end(), '\0');
+        if (!authzid.empty() && authzid != user) {
+            no(tag, "[AUTHORIZATIONFAILED] Acting as another user is not supported");
+            return;
+        }
+        auto account = svc_.policy->authenticate(user, password);
+        finish_login(tag, std::move(account), user);
+        return;
+    }
+    bad("*", "Unexpected line");
+}
+
+void Session::handle(const Command& c) {
+    const std::string& n = c.name;
+    bool authed = account_.has_value();
+    bool selected = selected_ != nullptr;
+    // Commands valid in any state.
+    if (n == "CAPABILITY") return cmd_capability(c);
+    if (n == "NOOP") return cmd_noop(c);
+    if (n == "LOGOUT") return cmd_logout(c);
+    if (n == "ID") return cmd_id(c);
+    if (!authed) {
+        if (n == "STARTTLS") return cmd_starttls(c);
+        if (n == "LOGIN") return cmd_login(c);
+        if (n == "AUTHENTICATE") return cmd_authenticate(c);
+        static const std::set<std::string> later = {"SELECT", "EXAMINE", "LIST", "LSUB", "STATUS", "FETCH", "SEARCH",
+                                                    "UID", "IDLE", "ENABLE", "NAMESPACE", "CLOSE", "UNSELECT",
+                                                    "CHECK", "STORE", "COPY", "MOVE", "EXPUNGE", "APPEND",
+                                                    "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE"};
+        if (later.count(n)) return bad(c.tag, "Log in first");
+        return bad(c.tag, "Unknown command");
+    }
+    if (n == "STARTTLS" || n == "LOGIN" || n == "AUTHENTICATE") return bad(c.tag, "Already authenticated");
+    if (n == "ENABLE") return cmd_enable(c);
+    if (n == "NAMESPACE") return cmd_namespace(c);
+    if (n == "LIST") return cmd_list(c, false);
+    if (n == "LSUB") return cmd_list(c, true);
+    if (n == "STATUS") return cmd_status(c);
+    if (n == "SELECT") return cmd_select(c, false);
+    if (n == "EXAMINE") return cmd_select(c, true);
+    if (n == "IDLE") return cmd_idle(c);
+    if (n == "APPEND" || n == "CREATE" || n == "DELETE" || n == "RENAME" || n == "SUBSCRIBE" ||
+        n == "UNSUBSCRIBE")
+        return cmd_not_yet(c);
+    if (!selected) {
+        static const std::set<std::string> sel = {"FETCH", "SEARCH", "UID", "CLOSE", "UNSELECT", "CHECK",
+                                                  "STORE", "COPY", "MOVE", "EXPUNGE"};
+        if (sel.count(n)) return bad(c.tag, "No mailbox selected");
+        return bad(c.tag, "Unknown command");
+    }
+    if (n == "CHECK") return cmd_check(c);
+    if (n == "CLOSE") return cmd_close(c, false);
+    if (n == "UNSELECT") return cmd_close(c, true);
+    if (n == "FETCH") return cmd_fetch(c, false, 0);
+    if (n == "SEARCH") return cmd_search(c, false, 0);
+    if (n == "UID") return cmd_uid(c);
+    if (n == "STORE" || n == "COPY" || n == "MOVE" || n == "EXPUNGE") return cmd_not_yet(c);
+    bad(c.tag, "Unknown command");
+}
+
+void Session::cmd_not_yet(const Command& c) {
+    if (c.name == "EXPUNGE" || c.name == "STORE" || c.name == "COPY" || c.name == "MOVE")
+        flush_updates(c.name != "STORE");
+    no(c.tag, "[CANNOT] This graphbridge version serves mailboxes read-only");
+}
+
+void Session::cmd_capability(const Command& c) {
+    if (!c.args.empty()) return bad(c.tag, "CAPABILITY takes no arguments");
+    untagged("CAPABILITY " + capabilities());
+    flush_updates(true);
+    ok(c.tag, "CAPABILITY completed");
+}
+
+void Session::cmd_noop(const Command& c) {
+    if (!c.args.empty()) return bad(c.tag, "NOOP takes no arguments");
+    if (account_) svc_.mail->poke(account_->mailbox);
+    flush_updates(true);
+    ok(c.tag, "NOOP completed");
+}
+
+void Session::cmd_logout(const Command& c) {
+    if (!c.args.empty()) return bad(c.tag, "LOGOUT takes no arguments");
+    untagged("BYE graphbridge logging out");
+    ok(c.tag, "LOGOUT completed");
+    close_ = true;
+}
+
+void Session::cmd_starttls(const Command& c) {
+    if (!c.args.empty()) return bad(c.tag, "STARTTLS takes no arguments");
+    if (!cfg_.tls_available || cfg_.tls_active) return bad(c.tag, "TLS is not available on this connection");
+    ok(c.tag, "Begin TLS negotiation now");
+    starttls_ = true;
+}
+
+void Session::tls_started() {
+    starttls_ = false;
+    cfg_.tls_active = true;
+    // RFC 3501 6.2.1 / CVE-2011-0411: nothing the client sent before the handshake is executed after it.
+    reader_ = pi::CommandReader();
+}
+
+void Session::cmd_login(const Command& c) {
+    if (c.args.size() != 2) return bad(c.tag, "LOGIN needs a user name and a password");
+    auto user = c.args[0].astring();
+    auto pass = c.args[1].astring();
+    if (!user || !pass) return bad(c.tag, "LOGIN needs a user name and a password");
+    if (!login_allowed()) return no(c.tag, "[PRIVACYREQUIRED] Use STARTTLS or the TLS port before LOGIN");
+    Secret password{std::string(*pass)};
+    auto account = svc_.policy->authenticate(*user, password);
+    finish_login(c.tag, std::move(account), std::string(*user));
+}
+
+void Session::cmd_authenticate(const Command& c) {
+    if (c.args.empty() || c.args.size() > 2 || !c.args[0].is_atom()) return bad(c.tag, "AUTHENTICATE needs a mechanism");
+    if (!c.args[0].is_atom("PLAIN")) return no(c.tag, "[CANNOT] Only PLAIN is supported");
+    if (!login_allowed()) return no(c.tag, "[PRIVACYREQUIRED] Use STARTTLS or the TLS port before AUTHENTICATE");
+    auth_tag_ = c.tag;
+    if (c.args.size() == 2) {  // SASL-IR (RFC 4959); "=" is an empty response
+        auto ir = c.args[1].astring();
+        if (!ir) {
+            auth_tag_.reset();
+            return bad(c.tag, "Invalid initial response");
+        }
+        handle_raw_line(*ir == "=" ? std::string() : std::string(*ir));
+        return;
+    }
+    out("+ \r\n");
+    reader_.set_raw_line_mode(true);
+}
+
+void Session::finish_login(const std::string& tag, std::optional<smtp::Account> account, const std::string& user) {
+    auto delay = svc_.throttle ? svc_.throttle->delay_for(cfg_.client_ip) : std::chrono::milliseconds(0);
+    if (!account) {
+        if (svc_.throttle) svc_.throttle->record_failure(cfg_.client_ip);
+        delay_ = delay;
+        log::Logger::instance().write(log::Level::Warn, "imap", &ctx_, "authentication failed",
+                                      {{"ip", cfg_.client_ip}, {"login", log::client_text(user)}});
+        no(tag, "[AUTHENTICATIONFAILED] Invalid credentials");
+        if (++auth_failures_ >= 3) {
+            untagged("BYE Too many failed logins");
+            close_ = true;
+        }
+        return;
+    }
+    if (svc_.throttle) svc_.throttle->record_success(cfg_.client_ip);
+    if (auto e = svc_.mail->ensure_synced(account->mailbox)) {
+        log::Logger::instance().write(log::Level::Error, "imap", &ctx_, "mailbox unavailable",
+                                      {{"mailbox", account->mailbox}, {"error", e->message}});
+        no(tag, "[UNAVAILABLE] The mailbox cannot be read from Microsoft 365 right now");
+        return;
+    }
+    account_ = std::move(account);
+    log::Logger::instance().write(log::Level::Info, "imap", &ctx_, "authenticated",
+                                  {{"ip", cfg_.client_ip}, {"login", log::client_text(account_->login)}});
+    ok(tag, fmt::format("[CAPABILITY {}] Logged in", capabilities()));
+}
+
+void Session::cmd_enable(const Command& c) {
+    if (c.args.empty()) return bad(c.tag, "ENABLE needs capability names");
+    for (const auto& a : c.args)
+        if (!a.is_atom()) return bad(c.tag, "ENABLE takes atoms");
+    untagged("ENABLED");  // nothing we advertise is enable-able yet
+    ok(c.tag, "ENABLE completed");
+}
+
+void Session::cmd_id(const Command& c) {
+    if (c.args.size() != 1 || !(c.args[0].is_nil() || c.args[0].is_list())) return bad(c.tag, "ID takes a list or NIL");
+    untagged("ID (\"name\" \"graphbridge\" \"vendor\" \"graphbridge\")");
+    flush_updates(true);
+    ok(c.tag, "ID completed");
+}
+
+void Session::cmd_namespace(const Command& c) {
+    if (!c.args.empty()) return bad(c.tag, "NAMESPACE takes no arguments");
+    untagged("NAMESPACE ((\"\" \"/\")) NIL NIL");
+    flush_updates(true);
+    ok(c.tag, "NAMESPACE completed");
+}
+
+std::vector<sync::FolderRecord> Session::folders() { return svc_.mail->store().folders(account_->mailbox); }
+
+std::optional<sync::FolderRecord> Session::find_folder(std::string_view name_mutf7) {
+    auto utf8 = pi::from_mutf7(name_mutf7);
+    if (!utf8) return std::nullopt;
+    std::string name = *utf8;
+    if (iequals(name, "INBOX")) name = "INBOX";
+    else if (name.size() > 6 && iequals(name.substr(0, 6), "INBOX/")) name = "INBOX" + name.substr(5);
+    for (auto& f : folders())
+        if (f.path == name) return f;
+    return std::nullopt;
+}
+
+void Session::cmd_list(const Command& c, bool lsub) {
+    // LIST [(selection-opts)] reference pattern|(patterns) [RETURN (return-opts)]   (RFC 5258)
+    std::size_t i = 0;
+    bool sel_special = false, sel_subscribed = lsub, ret_special = false, ret_children = false, ret_subscribed = false;
+    std::vector<std::string> status;
+    if (!lsub && i < c.args.size() && c.args[i].is_list()) {
+        for (const auto& o : c.args[i].items) {
+            if (o.is_atom("SPECIAL-USE")) sel_special = true;
+            else if (o.is_atom("SUBSCRIBED")) sel_subscribed = true;
+            else if (o.is_atom("REMOTE") || o.is_atom("RECURSIVEMATCH")) continue;
+            else return bad(c.tag, "Unknown LIST selection option");
+        }
+        ++i;
+    }
+    if (c.args.size() < i + 2) return bad(c.tag, "LIST needs a reference and a mailbox pattern");
+    auto reference = c.args[i].astring();
+    if (!reference) return bad(c.tag, "Invalid reference");
+    std::vector<std::string> patterns;
+    if (c.args[i + 1].is_list() && !lsub) {
+        for (const auto& p : c.args[i + 1].items) {
+            auto lm = p.list_mailbox();
+            if (!lm) return bad(c.tag, "Invalid mailbox pattern");
+            patterns.emplace_back(*lm);
+        }
+    } else {
+        auto lm = c.args[i + 1].list_mailbox();
+        if (!lm) return bad(c.tag, "Invalid mailbox pattern");
+        patterns.emplace_back(*lm);
+    }
+    i += 2;
+    if (i < c.args.size()) {
+        if (lsub || !c.args[i].is_atom("RETURN") || i + 2 != c.args.size() || !c.args[i + 1].is_list())
+            return bad(c.tag, "Invalid LIST return options");
+        const auto& opts = c.args[i + 1].items;
+        for (std::size_t k = 0; k < opts.size(); ++k) {
+            if (opts[k].is_atom("SPECIAL-USE")) ret_special = true;
+            else if (opts[k].is_atom("CHILDREN")) ret_children = true;
+            else if (opts[k].is_atom("SUBSCRIBED")) ret_subscribed = true;
+            else if (opts[k].is_atom("STATUS") && k + 1 < opts.size() && opts[k + 1].is_list()) {
+                for (const auto& s : opts[++k].items) {
+                    if (!s.is_atom()) return bad(c.tag, "Invalid STATUS item");
+                    status.push_back(upper(s.text));
+                }
+            } else {
+                return bad(c.tag, "Unknown LIST return option");
+            }
+        }
+    }
+    (void)ret_children;  // \HasChildren / \HasNoChildren are always returned (CHILDREN capability)
+    auto all = folders();
+    std::set<std::string> parents;
+    for (const auto& f : all) {
+        auto slash = f.path.rfind('/');
+        while (slash != std::string::npos) {
+            parents.insert(f.path.substr(0, slash));
+            slash = slash == 0 ? std::string::npos : f.path.rfind('/', slash - 1);
+        }
+    }
+    const char* verb = lsub ? "LSUB" : "LIST";
+    // An empty pattern asks for the delimiter (RFC 3501 6.3.8).
+    if (patterns.size() == 1 && patterns[0].empty()) {
+        untagged(fmt::format("{} (\\Noselect) \"/\" \"\"", verb));
+        flush_updates(true);
+        return ok(c.tag, std::string(verb) + " completed");
+    }
+    std::string ref = std::string(*reference);
+    for (const auto& f : all) {
+        std::string wire = pi::to_mutf7(f.path);
+        bool match = false;
+        for (const auto& p : patterns) {
+            std::string full = ref + p;
+            // INBOX is case-insensitive.
+            std::string name = wire;
+            if (f.path == "INBOX" || f.path.rfind("INBOX/", 0) == 0) {
+                if (full.size() >= 5 && iequals(full.substr(0, 5), "INBOX")) full = "INBOX" + full.substr(5);
+            }
+            if (list_match(full, name)) match = true;
+        }
+        if (!match) continue;
+        if (sel_special && f.special_use.empty()) continue;
+        if (sel_subscribed && !f.subscribed) continue;
+        std::string attrs = parents.count(f.path) ? "\\HasChildren" : "\\HasNoChildren";
+        if ((ret_special || sel_special || !lsub) && !f.special_use.empty()) attrs += " " + f.special_use;
+        if (ret_subscribed || sel_subscribed) {
+            if (f.subscribed && !lsub) attrs += " \\Subscribed";
+        }
+        untagged(fmt::format("{} ({}) \"/\" {}", verb, attrs, pi::astring(wire)));
+        if (!status.empty()) {
+            auto body = status_items(f, status);
+            if (!body.empty()) untagged(fmt::format("STATUS {} ({})", pi::astring(wire), body));
+        }
+    }
+    flush_updates(true);
+    ok(c.tag, std::string(verb) + " completed");
+}
+
+std::string Session::status_items(const sync::FolderRecord& folder, const std::vector<std::string>& items) {
+    // Counts come from the stored state; a folder never synced is synced once first.
+    if (folder.delta_link.empty()) svc_.mail->ensure_synced(account_->mailbox, folder.folder_id);
+    auto f = svc_.mail->store().folder(account_->mailbox, folder.folder_id).value_or(folder);
+    auto msgs = svc_.mail->store().messages(account_->mailbox, f.folder_id);
+    std::string out;
+    for (const auto& it : items) {
+        std::string v;
+        if (it == "MESSAGES") v = std::to_string(msgs.size());
+        else if (it == "RECENT") v = "0";
+        else if (it == "UIDNEXT") v = std::to_string(f.uidnext);
+        else if (it == "UIDVALIDITY") v = std::to_string(f.uidvalidity);
+        else if (it == "UNSEEN")
+            v = std::to_string(std::count_if(msgs.begin(), msgs.end(),
+                                             [](const sync::MessageRecord& m) { return !(m.flags & sync::kSeen); }));
+        else return "";
+        out += (out.empty() ? "" : " ") + it + " " + v;
+    }
+    return out;
+}
+
+void Session::cmd_status(const Command& c) {
+    if (c.args.size() != 2 || !c.args[1].is_list() || c.args[1].items.empty())
+        return bad(c.tag, "STATUS needs a mailbox and a list of items");
+    auto name = c.args[0].astring();
+    if (!name) return bad(c.tag, "Invalid mailbox name");
+    std::vector<std::string> items;
+    for (const auto& v : c.args[1].items) {
+        std::string u = upper(v.text);
+        if (!v.is_atom() || (u != "MESSAGES" && u != "RECENT" && u != "UIDNEXT" && u != "UIDVALIDITY" && u != "UNSEEN"))
+            return bad(c.tag, "Unknown STATUS item");
+        items.push_back(u);
+    }
+    auto f = find_folder(*name);
+    if (!f) return no(c.tag, "[NONEXISTENT] No such mailbox");
+    untagged(fmt::format("STATUS {} ({})", pi::astring(pi::to_mutf7(f->path)), status_items(*f, items)));
+    flush_updates(true);
+    ok(c.tag, "STATUS completed");
+}
+
+void Session::deselect() {
+    if (!selected_) return;
+    if (auto* mb = svc_.mail->mailbox(account_->mailbox)) mb->unsubscribe(selected_->listener_id);
+    svc_.mail->unwatch(selected_->watch_id);
+    selected_.reset();
+    std::lock_guard lock(changes_->mutex);
+    changes_->changes.clear();
+}
+
+void Session::cmd_select(const Command& c, bool read_only) {
+    if (c.args.size() != 1) return bad(c.tag, "SELECT needs a mailbox name");
+    auto name = c.args[0].astring();
+    if (!name) return bad(c.tag, "Invalid mailbox name");
+    // A failed SELECT leaves no mailbox selected (RFC 3501 6.3.1); a new one first closes the old.
+    bool had = selected_ != nullptr;
+    deselect();
+    if (had) untagged("OK [CLOSED] Previous mailbox closed");
+    auto f = find_folder(*name);
+    if (!f) return no(c.tag, "[NONEXISTENT] No such mailbox");
+    if (auto e = svc_.mail->ensure_synced(account_->mailbox, f->folder_id)) {
+        log::Logger::instance().write(log::Level::Warn, "imap", &ctx_, "select failed",
+                                      {{"folder", f->path}, {"error", e->message}});
+        return no(c.tag, "[UNAVAILABLE] The folder cannot be read from Microsoft 365 right now");
+    }
+    auto sel = std::make_unique<Selected>();
+    sel->read_only = true;  // until the write path exists (see session.h)
+    (void)read_only;
+    auto* mb = svc_.mail->mailbox(account_->mailbox);
+    // Subscribe before the snapshot so no change falls between them (a change seen twice is harmless).
+    sel->listener_id = mb->subscribe(f->folder_id, [q = changes_](const std::string&, const sync::FolderChange& ch) {
+        std::function<void()> wake;
+        {
+            std::lock_guard lock(q->mutex);
+            q->changes.push_back(ch);
+            wake = q->wake;
+        }
+        if (wake) wake();
+    });
+    sel->watch_id = svc_.mail->watch(account_->mailbox, f->folder_id);
+    sel->folder = svc_.mail->store().folder(account_->mailbox, f->folder_id).value_or(*f);
+    sel->messages = svc_.mail->store().messages(account_->mailbox, f->folder_id);
+    selected_ = std::move(sel);
+    const auto& msgs = selected_->messages;
+    untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)");
+    untagged("OK [PERMANENTFLAGS ()] No permanent flags: read-only");
+    untagged(fmt::format("{} EXISTS", msgs.size()));
+    untagged("0 RECENT");
+    for (std::size_t i = 0; i < msgs.size(); ++i) {
+        if (!(msgs[i].flags & sync::kSeen)) {
+            untagged(fmt::format("OK [UNSEEN {}] First unseen", i + 1));
+            break;
+        }
+    }
+    untagged(fmt::format("OK [UIDVALIDITY {}] UIDs valid", selected_->folder.uidvalidity));
+    untagged(fmt::format("OK [UIDNEXT {}] Predicted next UID", selected_->folder.uidnext));
+    ok(c.tag, std::string(selected_->read_only ? "[READ-ONLY]" : "[READ-WRITE]") + " " + c.name + " completed");
+}
+
+void Session::cmd_check(const Command& c) {
+    if (!c.args.empty()) return bad(c.tag, "CHECK takes no arguments");
+    flush_updates(true);
+    ok(c.tag, "CHECK completed");
+}
+
+void Session::cmd_close(const Command& c, bool unselect) {
+    if (!c.args.empty()) return bad(c.tag, "takes no arguments");
+    deselect();  // CLOSE would expunge \Deleted messages; the read-only view has none
+    ok(c.tag, unselect ? "UNSELECT completed" : "CLOSE completed");
+}
+
+void Session::cmd_uid(const Command& c) {
+    if (c.args.empty() || !c.args[0].is_atom()) return bad(c.tag, "UID needs a command");
+    if (c.args[0].is_atom("FETCH")) return cmd_fetch(c, true, 1);
+    if (c.args[0].is_atom("SEARCH")) return cmd_search(c, true, 1);
+    if (c.args[0].is_atom("STORE") || c.args[0].is_atom("COPY") || c.args[0].is_atom("MOVE") ||
+        c.args[0].is_atom("EXPUNGE")) {
+        flush_updates(true);
+        return no(c.tag, "[CANNOT] This graphbridge version serves mailboxes read-only");
+    }
+    bad(c.tag, "Unknown UID command");
+}
+
+void Session::cmd_idle(const Command& c) {
+    if (!c.args.empty()) return bad(c.tag, "IDLE takes no arguments");
+    idle_tag_ = c.tag;
+    out("+ idling\r\n");
+    reader_.set_raw_line_mode(true);
+    if (selected_) {
+        svc_.mail->set_fast(selected_->watch_id, true);
+        svc_.mail->poke(account_->mailbox);
+    }
+    flush_updates(true);
+}
+
+// ---- untagged updates --------------------------------------------------------------------------------
+
+void Session::deliver_updates() {
+    if (idle_tag_) flush_updates(true);
+}
+
+void Session::flush_updates(bool allow_expunge) {
+    if (!selected_) return;
+    std::vector<sync::FolderChange> pending;
+    {
+        std::lock_guard lock(changes_->mutex);
+        pending.swap(changes_->changes);
+    }
+    auto& s = *selected_;
+    for (const auto& ch : pending) {
+        for (auto uid : ch.removed) s.pending_expunge.insert(uid);
+        for (auto uid : ch.added) s.pending_add.insert(uid);
+        for (auto uid : ch.changed) s.pending_flags.insert(uid);
+    }
+    // Expunges first (RFC 3501 7.4.1: after them, EXISTS counts what is left), highest sequence first so
+    // each number is valid when it is sent.
+    if (allow_expunge && !s.pending_expunge.empty()) {
+        for (std::size_t i = s.messages.size(); i-- > 0;) {
+            if (!s.pending_expunge.count(s.messages[i].uid)) continue;
+            untagged(fmt::format("{} EXPUNGE", i + 1));
+            s.messages.erase(s.messages.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+        s.pending_expunge.clear();
+    }
+    auto& store = svc_.mail->store();
+    // New messages: appended in UID order (UIDs of additions are above every UID in the view).
+    if (!s.pending_add.empty()) {
+        std::uint32_t top = s.messages.empty() ? 0 : s.messages.back().uid;
+        std::size_t before = s.messages.size();
+        for (auto uid : s.pending_add) {
+            if (uid <= top || s.pending_expunge.count(uid)) continue;
+            if (auto m = store.message(account_->mailbox, s.folder.folder_id, uid)) s.messages.push_back(*m);
+        }
+        s.pending_add.clear();
+        if (s.messages.size() != before) untagged(fmt::format("{} EXISTS", s.messages.size()));
+    }
+    if (!s.pending_flags.empty()) {
+        for (std::size_t i = 0; i < s.messages.size(); ++i) {
+            auto& m = s.messages[i];
+            if (!s.pending_flags.count(m.uid)) continue;
+            auto fresh = store.message(account_->mailbox, s.folder.folder_id, m.uid);
+            if (!fresh) continue;  // removed meanwhile: its EXPUNGE comes
+            bool differs = fresh->flags != m.flags || fresh->keywords != m.keywords;
+            m = *fresh;
+            if (differs) untagged(fmt::format("{} FETCH (UID {} FLAGS ({}))", i + 1, m.uid, flag_list(m)));
+        }
+        s.pending_flags.clear();
+    }
+    if (auto f = store.folder(account_->mailbox, s.folder.folder_id)) s.folder = *f;
+}
+
+}  // namespace gb::imap

@@ -1,0 +1,511 @@
+#include "proxy/pop3/server.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
+#include <array>
+#include <thread>
+
+#include "common/log.h"
+#include "protocol/pop3/pop3_engine.h"
+
+namespace gb::pop3 {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+namespace proto = gb::protocol::pop3;
+
+struct Pop3Server::Impl {
+    ServerOptions options;
+    const smtp::Policy& policy;
+    MaildropProvider& provider;
+
+    asio::io_context io;
+    std::unique_ptr<asio::ssl::context> tls;
+    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+    std::vector<bool> implicit_tls;
+    std::vector<std::uint16_t> ports;
+    asio::thread_pool auth_pool{1};  // scrypt checks: one at a time, off the network threads
+    asio::thread_pool provider_pool;
+    smtp::AuthThrottle throttle;
+    std::vector<std::thread> threads;
+
+    std::atomic<std::uint64_t> connections{0}, refused{0}, logins{0}, auth_failures{0}, retrieved{0}, deleted{0};
+    std::atomic<std::size_t> active{0};
+
+    Impl(ServerOptions o, const smtp::Policy& p, MaildropProvider& m)
+        : options(std::move(o)),
+          policy(p),
+          provider(m),
+          provider_pool(static_cast<std::size_t>(std::max(1, options.provider_threads))),
+          throttle(options.auth_throttle) {}
+
+    awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit);
+};
+
+namespace {
+
+bool is_loopback(const asio::ip::address& a) {
+    if (a.is_v4()) return a.to_v4().is_loopback();
+    auto v6 = a.to_v6();
+    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).is_loopback();
+    return v6.is_loopback();
+}
+
+std::string ip_text(const asio::ip::address& a) {
+    if (a.is_v6() && a.to_v6().is_v4_mapped())
+        return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+    return a.to_string();
+}
+
+// Runs a blocking provider call, turning exceptions into Temporary errors.
+template <typename F>
+auto guarded(F&& f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const std::exception& e) {
+        return ProviderError{ProviderError::Kind::Temporary, e.what()};
+    } catch (...) {
+        return ProviderError{ProviderError::Kind::Temporary, "unknown exception"};
+    }
+}
+
+// One POP3 connection: the coroutine owns the engine; backend callbacks run inside engine calls on the
+// same strand; asynchronous answers come back through post() + the wake timer.
+class Connection : public std::enable_shared_from_this<Connection>, public proto::Pop3Backend {
+public:
+    Connection(Pop3Server::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id)
+        : srv_(srv),
+          executor_(socket.get_executor()),
+          socket_(std::move(socket)),
+          implicit_tls_(implicit_tls),
+          wake_(executor_),
+          deadline_(executor_) {
+        boost::system::error_code ec;
+        auto remote = socket_.remote_endpoint(ec);
+        if (!ec) {
+            ip_ = ip_text(remote.address());
+            loopback_ = is_loopback(remote.address());
+        }
+        ctx_.conn_id = fmt::format("P{}", id);
+    }
+
+    awaitable<void> run();
+
+    // --- Pop3Backend ------------------------------------------------------------------------------------
+    proto::Answer authenticate(const proto::Session&, const proto::AuthRequest& request) override {
+        auto self = shared_from_this();
+        std::string user = request.user;
+        Secret password = request.password;
+        std::string mechanism = request.mechanism;
+        auto delay = srv_.throttle.delay_for(ip_);
+        asio::post(srv_.auth_pool, [self, user = std::move(user), password = std::move(password), mechanism,
+                                    delay] {
+            auto account = self->srv_.policy.authenticate(user, password);
+            if (account) {
+                self->srv_.throttle.record_success(self->ip_);
+            } else {
+                self->srv_.throttle.record_failure(self->ip_);
+                ++self->srv_.auth_failures;
+            }
+            asio::post(self->executor_, [self, account = std::move(account), user, mechanism, delay]() mutable {
+                bool ok = account.has_value();
+                if (ok) self->account_ = std::move(account);
+                log::Logger::instance().write(ok ? log::Level::Info : log::Level::Warn, "pop3", &self->ctx_,
+                                              ok ? "authenticated" : "authentication failed",
+                                              {{"ip", self->ip_},
+                                               {"login", log::client_text(user, 100)},
+                                               {"mechanism", mechanism},
+                                               {"tls", self->tls_ ? "yes" : "no"}});
+                self->deliver(ok ? proto::Answer::accept() : proto::Answer::refuse(), delay);
+            });
+        });
+        return proto::Answer::pending();
+    }
+
+    proto::Answer open_maildrop(const proto::Session&) override {
+        if (!account_) return proto::Answer::refuse();
+        auto self = shared_from_this();
+        asio::post(srv_.provider_pool, [self, account = *account_] {
+            auto result = guarded([&] { return self->srv_.provider.list(account); });
+            asio::post(self->executor_, [self, result = std::move(result)]() mutable {
+                if (auto* e = std::get_if<ProviderError>(&result)) {
+                    log::Logger::instance().write(log::Level::Warn, "pop3", &self->ctx_, "maildrop unavailable",
+                                                  {{"mailbox", self->account_->mailbox},
+                                                   {"error", log::client_text(e->detail)}});
+                    self->account_.reset();
+                    self->deliver(proto::Answer::refuse(), {});
+                    return;
+                }
+                self->entries_ = std::move(std::get<0>(result));
+                std::uint64_t octets = 0;
+                for (const auto& m : self->entries_) octets += m.size;
+                ++self->srv_.logins;
+                log::Logger::instance().write(log::Level::Info, "pop3", &self->ctx_, "maildrop opened",
+                                              {{"mailbox", self->account_->mailbox},
+                                               {"messages", static_cast<std::uint64_t>(self->entries_.size())},
+                                               {"octets", octets}});
+                self->deliver(proto::Answer::accept(), {});
+            });
+        });
+        return proto::Answer::pending();
+    }
+
+    std::vector<proto::MessageInfo> maildrop() override {
+        std::vector<proto::MessageInfo> out;
+        out.reserve(entries_.size());
+        for (const auto& e : entries_) out.push_back(proto::MessageInfo{e.uid, e.size});
+        return out;
+    }
+
+    proto::Answer retrieve(const proto::Session&, std::size_t index) override {
+        if (!account_ || index >= entries_.size()) return proto::Answer::refuse();
+        auto self = shared_from_this();
+        asio::post(srv_.provider_pool, [self, account = *account_, entry = entries_[index], index] {
+            auto result = guarded([&] { return self->srv_.provider.fetch(account, entry); });
+            asio::post(self->executor_, [self, result = std::move(result), index]() mutable {
+                if (auto* e = std::get_if<ProviderError>(&result)) {
+                    bool gone = e->kind == ProviderError::Kind::Gone;
+                    log::Logger::instance().write(log::Level::Warn, "pop3", &self->ctx_, "retrieve failed",
+                                                  {{"mailbox", self->account_->mailbox},
+                                                   {"message", static_cast<std::uint64_t>(index + 1)},
+                                                   {"gone", gone ? "yes" : "no"},
+                                                   {"error", log::client_text(e->detail)}});
+                    self->deliver(gone ? proto::Answer::error("message " + std::to_string(index + 1) +
+                                                              " no longer exists")
+                                       : proto::Answer::refuse(),
+                                  {});
+                    return;
+                }
+                self->message_ = std::move(std::get<0>(result));
+                ++self->srv_.retrieved;
+                log::Logger::instance().write(log::Level::Debug, "pop3", &self->ctx_, "retrieved",
+                                              {{"message", static_cast<std::uint64_t>(index + 1)},
+                                               {"octets", static_cast<std::uint64_t>(self->message_.size())}});
+                self->deliver(proto::Answer::accept(), {});
+            });
+        });
+        return proto::Answer::pending();
+    }
+
+    std::string take_message() override { return std::move(message_); }
+
+    proto::Answer commit_deletes(const proto::Session&, const std::vector<std::size_t>& indexes) override {
+        if (!account_) return proto::Answer::refuse();
+        std::vector<MaildropEntry> doomed;
+        for (auto i : indexes)
+            if (i < entries_.size()) doomed.push_back(entries_[i]);
+        auto self = shared_from_this();
+        asio::post(srv_.provider_pool, [self, account = *account_, doomed = std::move(doomed)] {
+            std::optional<ProviderError> error;
+            try {
+                error = self->srv_.provider.remove(account, doomed);
+            } catch (const std::exception& e) {
+                error = ProviderError{ProviderError::Kind::Temporary, e.what()};
+            } catch (...) {
+                error = ProviderError{ProviderError::Kind::Temporary, "unknown exception"};
+            }
+            std::uint64_t n = doomed.size();
+            asio::post(self->executor_, [self, error = std::move(error), n] {
+                if (error) {
+                    log::Logger::instance().write(log::Level::Error, "pop3", &self->ctx_, "delete failed",
+                                                  {{"mailbox", self->account_->mailbox},
+                                                   {"messages", n},
+                                                   {"error", log::client_text(error->detail)}});
+                    self->deliver(proto::Answer::refuse(), {});
+                    return;
+                }
+                self->srv_.deleted += n;
+                log::Logger::instance().write(log::Level::Info, "pop3", &self->ctx_, "deleted",
+                                              {{"mailbox", self->account_->mailbox}, {"messages", n}});
+                self->deliver(proto::Answer::accept(), {});
+            });
+        });
+        return proto::Answer::pending();
+    }
+
+private:
+    // Hands an asynchronous answer to the coroutine (on the strand), optionally after a delay.
+    void deliver(proto::Answer answer, std::chrono::milliseconds delay) {
+        answer_ = std::move(answer);
+        answer_delay_ = delay;
+        wake_.cancel();
+    }
+
+    // Cancels the socket's operations when the deadline passes (sets timed_out_).
+    void arm(std::chrono::steady_clock::duration d) {
+        timed_out_ = false;
+        deadline_.expires_after(d);
+        auto self = shared_from_this();
+        deadline_.async_wait([self](boost::system::error_code e) {
+            if (e) return;
+            self->timed_out_ = true;
+            boost::system::error_code ignored;
+            self->lowest().cancel(ignored);
+        });
+    }
+
+    awaitable<bool> write_out(const std::string& data) {
+        boost::system::error_code ec;
+        arm(srv_.options.idle_timeout);  // a client that stops reading is dropped
+        if (tls_) co_await asio::async_write(*tls_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
+        else co_await asio::async_write(socket_, asio::buffer(data), asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+        co_return !ec;
+    }
+
+    // Reads with the idle timeout. Returns bytes read; 0 with timed_out_ set on timeout; 0 on error.
+    awaitable<std::size_t> read_some(std::array<char, 16384>& buf) {
+        boost::system::error_code ec;
+        arm(srv_.options.idle_timeout);
+        std::size_t n = 0;
+        if (tls_) n = co_await tls_->async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+        else n = co_await socket_.async_read_some(asio::buffer(buf), asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+        co_return ec ? 0 : n;
+    }
+
+    awaitable<bool> handshake() {
+        boost::system::error_code ec;
+        tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *srv_.tls);
+        arm(std::chrono::seconds(30));
+        co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+        if (ec)
+            log::Logger::instance().write(log::Level::Debug, "pop3", &ctx_, "TLS handshake failed",
+                                          {{"ip", ip_}, {"error", ec.message()}});
+        co_return !ec;
+    }
+
+    tcp::socket& lowest() { return tls_ ? tls_->next_layer() : socket_; }
+
+    Pop3Server::Impl& srv_;
+    asio::any_io_executor executor_;
+    tcp::socket socket_;
+    std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;
+    bool implicit_tls_;
+    std::string ip_;
+    bool loopback_ = false;
+    log::Context ctx_;
+    asio::steady_timer wake_;
+    asio::steady_timer deadline_;
+    bool timed_out_ = false;
+    std::optional<proto::Answer> answer_;
+    std::chrono::milliseconds answer_delay_{0};
+
+    std::unique_ptr<proto::Pop3Engine> engine_;
+    std::optional<smtp::Account> account_;
+    std::vector<MaildropEntry> entries_;  // the snapshot, for fetch/remove by index
+    std::string message_;                 // between a fetch and take_message()
+};
+
+awaitable<void> Connection::run() {
+    auto self = shared_from_this();  // the coroutine keeps its connection alive
+    struct Active {
+        std::atomic<std::size_t>& n;
+        ~Active() { --n; }
+    } active{srv_.active};
+    if (implicit_tls_ && !co_await handshake()) co_return;
+
+    proto::Pop3Config cfg;
+    cfg.hostname = srv_.options.hostname;
+    cfg.tls_available = srv_.tls != nullptr;
+    engine_ = std::make_unique<proto::Pop3Engine>(cfg, proto::ConnectionInfo{loopback_, implicit_tls_}, *this);
+    log::Logger::instance().write(log::Level::Debug, "pop3", &ctx_, "connected",
+                                  {{"ip", ip_}, {"tls", implicit_tls_ ? "implicit" : "no"}});
+
+    std::array<char, 16384> buf;
+    std::string pending_input;  // bytes the engine did not take yet (it is busy answering a command)
+    for (;;) {
+        bool write_failed = false;
+        while (engine_->has_output()) {
+            if (!co_await write_out(engine_->take_output())) {
+                write_failed = true;
+                break;
+            }
+        }
+        if (write_failed) {
+            engine_->connection_lost();
+            break;
+        }
+        if (engine_->wants_close()) break;
+        if (engine_->wants_stls()) {
+            pending_input.clear();  // anything pipelined before the handshake is discarded (RFC 2595)
+            if (!co_await handshake()) {
+                engine_->connection_lost();
+                break;
+            }
+            engine_->tls_started();
+            continue;
+        }
+        if (engine_->awaiting_backend()) {
+            if (!answer_) {
+                boost::system::error_code ec;
+                wake_.expires_at(asio::steady_timer::time_point::max());
+                co_await wake_.async_wait(asio::redirect_error(use_awaitable, ec));
+                if (!answer_) continue;
+            }
+            if (answer_delay_.count() > 0) {
+                asio::steady_timer t(executor_, answer_delay_);
+                boost::system::error_code ec;
+                co_await t.async_wait(asio::redirect_error(use_awaitable, ec));
+            }
+            proto::Answer a = std::move(*answer_);
+            answer_.reset();
+            answer_delay_ = {};
+            engine_->resume(std::move(a));
+            continue;
+        }
+        if (!pending_input.empty()) {
+            std::size_t used = engine_->feed(pending_input);
+            pending_input.erase(0, used);
+            if (used > 0 || engine_->has_output() || engine_->awaiting_backend() || engine_->wants_close() ||
+                engine_->wants_stls())
+                continue;
+            if (pending_input.size() > 65536) {  // the engine never refuses input when idle; be safe anyway
+                engine_->connection_lost();
+                break;
+            }
+        }
+        std::size_t n = co_await read_some(buf);
+        if (n == 0) {
+            if (timed_out_) {
+                log::Logger::instance().write(log::Level::Info, "pop3", &ctx_, "idle timeout", {{"ip", ip_}});
+                engine_->timeout();
+                continue;  // closes without a response (RFC 1939 autologout)
+            }
+            engine_->connection_lost();
+            break;
+        }
+        std::string_view in(buf.data(), n);
+        if (!pending_input.empty()) {
+            pending_input.append(in);
+            continue;
+        }
+        std::size_t used = engine_->feed(in);
+        if (used < n) pending_input.append(in.substr(used));
+    }
+    log::Logger::instance().write(log::Level::Debug, "pop3", &ctx_, "closed", {{"ip", ip_}});
+    boost::system::error_code ec;
+    if (tls_) {
+        deadline_.expires_after(std::chrono::seconds(2));
+        deadline_.async_wait([self](boost::system::error_code e) {
+            if (e) return;
+            boost::system::error_code ignored;
+            self->lowest().cancel(ignored);
+        });
+        co_await tls_->async_shutdown(asio::redirect_error(use_awaitable, ec));
+        deadline_.cancel();
+    }
+    lowest().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close(ec);
+}
+
+}  // namespace
+
+awaitable<void> Pop3Server::Impl::accept_loop(tcp::acceptor& acceptor, bool implicit) {
+    for (;;) {
+        boost::system::error_code ec;
+        auto strand = asio::make_strand(io);
+        tcp::socket socket(strand);
+        co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
+        if (ec) {
+            if (!acceptor.is_open()) co_return;
+            continue;
+        }
+        std::uint64_t id = ++connections;
+        if (active.load() >= options.max_connections) {
+            ++refused;
+            if (!implicit) {  // on the TLS port a plaintext line would only be garbage to the client
+                static const std::string msg = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+                asio::write(socket, asio::buffer(msg), ec);
+            }
+            socket.close(ec);
+            continue;
+        }
+        ++active;
+        auto conn = std::make_shared<Connection>(*this, std::move(socket), implicit, id);
+        asio::co_spawn(strand, [conn]() { return conn->run(); }, asio::detached);
+    }
+}
+
+Pop3Server::Pop3Server(ServerOptions options, const smtp::Policy& policy, MaildropProvider& provider)
+    : impl_(std::make_unique<Impl>(std::move(options), policy, provider)) {}
+
+Pop3Server::~Pop3Server() { stop(); }
+
+void Pop3Server::start() {
+    Impl& d = *impl_;
+    if (!d.options.tls_cert_pem.empty()) {
+        d.tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+        d.tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                           asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
+        SSL_CTX_set_min_proto_version(d.tls->native_handle(),
+                                      d.options.tls_min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
+        d.tls->use_certificate_chain(asio::buffer(d.options.tls_cert_pem));
+        d.tls->use_private_key(asio::buffer(d.options.tls_key_pem), asio::ssl::context::pem);
+    }
+    auto bind = [&](const config::ListenAddress& a, bool implicit) {
+        tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
+        auto acc = std::make_unique<tcp::acceptor>(d.io);
+        acc->open(ep.protocol());
+        acc->set_option(asio::socket_base::reuse_address(true));
+        acc->bind(ep);
+        acc->listen(asio::socket_base::max_listen_connections);
+        d.ports.push_back(acc->local_endpoint().port());
+        d.implicit_tls.push_back(implicit);
+        d.acceptors.push_back(std::move(acc));
+    };
+    for (const auto& a : d.options.listen) bind(a, false);
+    if (d.tls)
+        for (const auto& a : d.options.tls_listen) bind(a, true);
+    for (std::size_t i = 0; i < d.acceptors.size(); ++i)
+        asio::co_spawn(d.io, d.accept_loop(*d.acceptors[i], d.implicit_tls[i]), asio::detached);
+    for (int i = 0; i < std::max(1, d.options.threads); ++i) d.threads.emplace_back([&d] { d.io.run(); });
+}
+
+void Pop3Server::stop() {
+    Impl& d = *impl_;
+    for (auto& a : d.acceptors) {
+        asio::post(d.io, [&a] {
+            boost::system::error_code ec;
+            a->close(ec);
+        });
+    }
+    d.io.stop();
+    for (auto& t : d.threads)
+        if (t.joinable()) t.join();
+    d.threads.clear();
+    d.auth_pool.join();
+    d.provider_pool.join();
+}
+
+std::vector<std::uint16_t> Pop3Server::ports() const { return impl_->ports; }
+
+ServerStats Pop3Server::stats() const {
+    ServerStats s;
+    s.connections = impl_->connections;
+    s.refused_connections = impl_->refused;
+    s.logins = impl_->logins;
+    s.auth_failures = impl_->auth_failures;
+    s.messages_retrieved = impl_->retrieved;
+    s.messages_deleted = impl_->deleted;
+    s.active = impl_->active;
+    return s;
+}
+
+}  // namespace gb::pop3

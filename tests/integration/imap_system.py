@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""System tests of the IMAP read path with real clients: `graphbridge sandbox --no-bridge` plus
+`graphbridge serve` as separate processes, messages filed in the sandbox through its admin endpoint (as
+if they arrived or were changed in Outlook), read with Python's imaplib, curl and mbsync.
+
+Usage: imap_system.py GRAPHBRIDGE_BINARY SCENARIO
+Scenarios: imaplib, curl, restart, mbsync. Exit status 0 = every check held."""
+import hashlib
+import imaplib
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import relay_system as rs  # noqa: E402  (the Tenant fixture and check())
+
+check = rs.check
+
+
+def file_message(t, mailbox, subject, body="hello\r\n", folder="inbox", read=False, extra=""):
+    mime = ("From: Alice <alice@sandbox.test>\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@sandbox.test>\r\n%s"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n%s" % (mailbox, subject, uuid.uuid4().hex, extra, body))
+    r = t.admin("/sandbox/mailboxes/%s/messages?folder=%s&read=%s" % (mailbox, folder, "true" if read else "false"),
+                raw=mime.encode())
+    return r["id"]
+
+
+def imap_login(t, login="bob"):
+    ctx = ssl.create_default_context(cafile=t.t + "/state/tls/server.pem")
+    m = imaplib.IMAP4("127.0.0.1", t.imap_port, timeout=30)
+    m.starttls(ssl_context=ctx)
+    m.login(login, t.password(login))
+    return m
+
+
+def scenario_imaplib(t):
+    for i in range(5):
+        file_message(t, "bob@sandbox.test", "pre %d" % i, "body %d\r\n" % i, read=(i == 0))
+    t.start_bridge()
+    m = imaplib.IMAP4("127.0.0.1", t.imap_port, timeout=30)
+    caps = m.capabilities
+    check("STARTTLS" in caps and "IDLE" in caps and "LITERAL+" in caps and "AUTH=PLAIN" in caps,
+          "STARTTLS, IDLE, LITERAL+, AUTH=PLAIN (loopback) advertised: %s" % " ".join(caps))
+    m.starttls(ssl_context=ssl.create_default_context(cafile=t.t + "/state/tls/server.pem"))
+    try:
+        m.login("bob", "not the password")
+        check(False, "wrong password refused")
+    except imaplib.IMAP4.error as e:
+        check("AUTHENTICATIONFAILED" in str(e), "wrong password refused with [AUTHENTICATIONFAILED]")
+    m.logout()
+    m = imap_login(t)
+    typ, data = m.list()
+    names = [d.decode() for d in data]
+    check(typ == "OK" and any(n.endswith(' "/" INBOX') for n in names), "LIST shows INBOX")
+    check(any("\\Sent" in n for n in names) and any("\\Trash" in n for n in names), "SPECIAL-USE on Sent and Trash")
+    typ, data = m.select("INBOX", readonly=True)
+    check(typ == "OK" and int(data[0]) == 5, "SELECT INBOX: 5 messages (%s)" % data)
+    typ, data = m.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)")
+    check(typ == "OK" and len([d for d in data if d]) == 5, "UID FETCH 1:* answers for 5 messages")
+    check(b"\\Seen" in data[0], "the read message is \\Seen")
+    typ, data = m.fetch("2", "(BODY.PEEK[])")
+    raw = data[0][1]
+    check(b"Subject: pre 1\r\n" in raw and raw.endswith(b"body 1\r\n"), "BODY[] is the message, CRLF lines")
+    typ, data = m.search(None, "UNSEEN")
+    check(data[0].split() == [b"2", b"3", b"4", b"5"], "SEARCH UNSEEN: %s" % data)
+    typ, data = m.uid("SEARCH", None, "SUBJECT", '"pre 3"')
+    check(len(data[0].split()) == 1, "UID SEARCH SUBJECT finds one message")
+
+    # IDLE: a message filed in the sandbox reaches the idling client within the poll interval.
+    tag = m._new_tag().decode()
+    m.send(("%s IDLE\r\n" % tag).encode())
+    check(m.readline().startswith(b"+"), "IDLE continuation")
+    start = time.time()
+    file_message(t, "bob@sandbox.test", "during idle")
+    m.sock.settimeout(20)
+    line = m.readline()
+    took = time.time() - start
+    check(re.match(rb"\* 6 EXISTS", line) is not None, "IDLE pushed '* 6 EXISTS' after %.1f s (%r)" % (took, line))
+    m.send(b"DONE\r\n")
+    while True:
+        line = m.readline()
+        if line.startswith(tag.encode()):
+            break
+    check(b"OK" in line, "IDLE terminated with OK")
+    m.logout()
+
+
+def scenario_curl(t):
+    file_message(t, "alice@sandbox.test", "for curl", "curl reads this\r\n")
+    t.start_bridge()
+    url = "imap://127.0.0.1:%d/INBOX" % t.imap_port
+    p = subprocess.run(["curl", "-s", "--user", "alice:" + t.password("alice"), url + ";MAILINDEX=1"],
+                       capture_output=True, timeout=60)
+    out = p.stdout.decode(errors="replace")
+    check(p.returncode == 0 and "Subject: for curl" in out and "curl reads this" in out,
+          "curl imap:// fetches message 1 (rc %d)" % p.returncode)
+    p = subprocess.run(["curl", "-s", "--user", "alice:" + t.password("alice"), "-X", "SEARCH ALL", url],
+                       capture_output=True, timeout=60)
+    check(p.returncode == 0 and "SEARCH 1" in p.stdout.decode(), "curl SEARCH ALL: %r" % p.stdout[:80])
+    p = subprocess.run(["curl", "-s", "--user", "alice:wrong", url + ";MAILINDEX=1"], capture_output=True, timeout=60)
+    check(p.returncode != 0, "curl with a wrong password fails (rc %d)" % p.returncode)
+
+
+def scenario_restart(t):
+    for i in range(20):
+        file_message(t, "bob@sandbox.test", "keep %d" % i)
+    t.start_bridge()
+    m = imap_login(t)
+    typ, data = m.select("INBOX", readonly=True)
+    validity = m.untagged_responses.get("UIDVALIDITY", [b"?"])[0]
+    typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    before = {re.search(rb"UID (\d+)", d[0]).group(1): d[1] for d in data if isinstance(d, tuple)}
+    m.logout()
+    t.kill_bridge()  # SIGKILL: no clean shutdown
+    t.start_bridge()
+    m = imap_login(t)
+    m.select("INBOX", readonly=True)
+    validity2 = m.untagged_responses.get("UIDVALIDITY", [b"!"])[0]
+    typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    after = {re.search(rb"UID (\d+)", d[0]).group(1): d[1] for d in data if isinstance(d, tuple)}
+    check(validity == validity2, "UIDVALIDITY unchanged across kill -9 and restart (%s)" % validity)
+    check(before == after and len(after) == 20, "all 20 UIDs map to the same messages after the restart")
+    m.logout()
+
+
+def scenario_mbsync(t):
+    n = int(os.environ.get("GB_MBSYNC_MESSAGES", "1000"))
+    sizes = {}
+    for i in range(n):
+        body = ("line %d of message %d\r\n" % (i, i)) * (1 + i % 7)
+        file_message(t, "bob@sandbox.test", "mbsync %04d" % i, body, read=(i % 2 == 0))
+    t.start_bridge()
+    maildir = os.path.join(t.dir, "Maildir")
+    os.makedirs(maildir)
+    rc = os.path.join(t.dir, "mbsyncrc")
+    with open(rc, "w") as f:
+        f.write("IMAPAccount gb\nHost 127.0.0.1\nPort %d\nUser bob\nPass %s\nSSLType STARTTLS\n"
+                "CertificateFile %s\n\nIMAPStore remote\nAccount gb\n\n"
+                "MaildirStore local\nPath %s/\nInbox %s/INBOX\n\n"
+                "Channel inbox\nFar :remote:INBOX\nNear :local:INBOX\nSync Pull\nCreate Near\n"
+                "SyncState *\n" % (t.imap_port, t.password("bob"), t.t + "/state/tls/server.pem", maildir, maildir))
+    start = time.time()
+    p = subprocess.run(["mbsync", "-c", rc, "inbox"], capture_output=True, timeout=600)
+    took = time.time() - start
+    check(p.returncode == 0, "mbsync pulled the Inbox in %.1f s (rc %d: %s)" % (took, p.returncode,
+                                                                                 p.stderr.decode()[-300:]))
+    files = []
+    for sub in ("cur", "new"):
+        d = os.path.join(maildir, "INBOX", sub)
+        if os.path.isdir(d):
+            files += [os.path.join(d, x) for x in os.listdir(d)]
+    check(len(files) == n, "%d messages in the Maildir (%d)" % (n, len(files)))
+    # Byte for byte: every Maildir file equals the sandbox's MIME for that message (CRLF -> LF as
+    # mbsync stores it, minus the X-TUID header line mbsync adds to messages it stores).
+    by_subject = {}
+    for path in files:
+        data = re.sub(rb"(?m)^X-TUID: [^\n]*\n", b"", open(path, "rb").read(), count=1)
+        s = re.search(rb"^Subject: (.*)$", data, re.M)
+        by_subject[s.group(1).strip().decode() if s else path] = data
+    listing = t.messages("bob@sandbox.test")
+    mismatched = 0
+    for msg in listing:
+        want = t.mime("bob@sandbox.test", msg["id"]).replace(b"\r\n", b"\n")
+        got = by_subject.get(msg["subject"])
+        if got is None or got.replace(b"\r\n", b"\n") != want:
+            mismatched += 1
+    check(mismatched == 0, "Maildir files match the sandbox's MIME byte for byte (%d differ)" % mismatched)
+    seen = sum(1 for pth in files if re.search(r":2,[A-Z]*S", pth))
+    check(seen == (n + 1) // 2, "\\Seen carried into Maildir flags (%d of %d)" % (seen, n))
+
+
+SCENARIOS = {"imaplib": scenario_imaplib, "curl": scenario_curl, "restart": scenario_restart,
+             "mbsync": scenario_mbsync}
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[2] not in SCENARIOS:
+        print(__doc__)
+        return 2
+    t = rs.Tenant(sys.argv[1])
+    try:
+        SCENARIOS[sys.argv[2]](t)
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        rs.FAILURES.append("exception: %r" % e)
+    finally:
+        if rs.FAILURES:
+            try:
+                print("---- bridge log (tail) ----\n" + open(t.bridge_log).read()[-4000:])
+            except OSError:
+                pass
+        t.close()
+    print("%s: %d failure(s)" % (sys.argv[2], len(rs.FAILURES)))
+    return 1 if rs.FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
