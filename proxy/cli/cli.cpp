@@ -164,9 +164,11 @@ std::unique_ptr<runtime::Bridge> start_bridge(const std::string& path, std::ostr
         bridge->start();
         std::string ports;
         for (auto p : bridge->smtp_ports()) ports += (ports.empty() ? "" : ",") + std::to_string(p);
-        std::string iports;
+        std::string iports, pports;
         for (auto p : bridge->imap_ports()) iports += (iports.empty() ? "" : ",") + std::to_string(p);
+        for (auto p : bridge->pop3_ports()) pports += (pports.empty() ? "" : ",") + std::to_string(p);
         log::info("main", "graphbridge ready", {{"config", path}, {"smtp_ports", ports}, {"imap_ports", iports},
+                                                {"pop3_ports", pports},
                                                 {"recovered", static_cast<std::uint64_t>(bridge->recovered())}});
         return bridge;
     } catch (const std::exception& e) {
@@ -262,6 +264,10 @@ int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
         if (!iports.empty())
             out << fmt::format("; IMAP on 127.0.0.1:{} (STARTTLS) and 127.0.0.1:{} (TLS)", iports[0],
                                iports.size() > 1 ? iports[1] : 0);
+        auto pports = bridge->pop3_ports();
+        if (!pports.empty())
+            out << fmt::format("; POP3 on 127.0.0.1:{} (STLS) and 127.0.0.1:{} (TLS)", pports[0],
+                               pports.size() > 1 ? pports[1] : 0);
         out << ".\n";
         const auto& alice = setup.accounts.front();
         out << fmt::format("  swaks --server 127.0.0.1:{} --auth-user {} --auth-password '{}' \\\n"

@@ -21,6 +21,8 @@
 #include "proxy/smtp/policy.h"
 #include "proxy/smtp/server.h"
 #include "proxy/imap/server.h"
+#include "proxy/pop3/server.h"
+#include "proxy/runtime/maildrop.h"
 #include "proxy/spool/spool.h"
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mail_service.h"
@@ -194,6 +196,8 @@ struct Bridge::Impl {
     std::unique_ptr<sync::MailService> mail;
     std::unique_ptr<smtp::AuthThrottle> imap_throttle;
     std::unique_ptr<imap::ImapServer> imap;
+    std::unique_ptr<GraphMaildrop> maildrop;
+    std::unique_ptr<pop3::Pop3Server> pop3;
 
     // Background chores: first tokens, and `graphbridge queue retry` notices from the CLI.
     std::thread chores;
@@ -285,7 +289,9 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     };
     d.smtp = std::make_unique<smtp::SmtpServer>(o, *d.policy, *d.sink);
 
-    if (!cfg.imap.listen.empty() || !cfg.imap.tls_listen.empty()) {
+    bool want_imap = !cfg.imap.listen.empty() || !cfg.imap.tls_listen.empty();
+    bool want_pop3 = !cfg.pop3.listen.empty() || !cfg.pop3.tls_listen.empty();
+    if (want_imap || want_pop3) {
         std::filesystem::path state_dir(cfg.state_dir);
         try {
             d.state = sync::open_sqlite_store((state_dir / "mailboxes.db").string());
@@ -304,6 +310,19 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
             d.mail->add_mailbox(account.mailbox, it->second->source());
         }
         d.imap_throttle = std::make_unique<smtp::AuthThrottle>();
+    }
+    if (want_pop3) {
+        d.maildrop = std::make_unique<GraphMaildrop>(*d.mail);
+        pop3::ServerOptions po;
+        po.hostname = host_name();
+        po.listen = cfg.pop3.listen;
+        po.tls_listen = cfg.pop3.tls_listen;
+        po.tls_cert_pem = d.tls.cert_chain_pem;
+        po.tls_key_pem = d.tls.key_pem;
+        po.tls_min_version = cfg.tls.min_version;
+        d.pop3 = std::make_unique<pop3::Pop3Server>(po, *d.policy, *d.maildrop);
+    }
+    if (want_imap) {
         imap::ServerOptions io;
         io.hostname = host_name();
         io.listen = cfg.imap.listen;
@@ -326,6 +345,7 @@ void Bridge::start() {
     impl_->runner->start();
     if (impl_->mail) impl_->mail->start();
     if (impl_->imap) impl_->imap->start();
+    if (impl_->pop3) impl_->pop3->start();
     impl_->chores = std::thread([d = impl_.get()] { d->run_chores(); });
 }
 
@@ -337,6 +357,7 @@ void Bridge::stop() {
     impl_->chores_cv.notify_all();
     if (impl_->chores.joinable()) impl_->chores.join();
     if (impl_->imap) impl_->imap->stop();
+    if (impl_->pop3) impl_->pop3->stop();
     if (impl_->mail) impl_->mail->stop();
     if (impl_->smtp) impl_->smtp->stop();
     if (impl_->runner) impl_->runner->stop();
@@ -345,6 +366,9 @@ void Bridge::stop() {
 std::vector<std::uint16_t> Bridge::smtp_ports() const { return impl_->smtp->ports(); }
 std::vector<std::uint16_t> Bridge::imap_ports() const {
     return impl_->imap ? impl_->imap->ports() : std::vector<std::uint16_t>{};
+}
+std::vector<std::uint16_t> Bridge::pop3_ports() const {
+    return impl_->pop3 ? impl_->pop3->ports() : std::vector<std::uint16_t>{};
 }
 std::size_t Bridge::recovered() const { return impl_->recovered; }
 std::string Bridge::tls_cert_path() const { return impl_->tls.cert_path; }

@@ -26,6 +26,7 @@ public:
 
     std::vector<std::uint16_t> smtp_ports() const;  // plain listeners, then implicit-TLS ones
     std::vector<std::uint16_t> imap_ports() const;   // plain, then implicit TLS (empty: IMAP off)
+    std::vector<std::uint16_t> pop3_ports() const;   // plain, then implicit TLS (empty: POP3 off)
     std::size_t recovered() const;                   // messages found in the spool at start
     std::string tls_cert_path() const;
 

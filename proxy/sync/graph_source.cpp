@@ -262,4 +262,22 @@ SourceResult<std::string> GraphSource::mime(const std::string& mailbox, const st
     return std::move(r.response.body);
 }
 
+std::optional<SourceError> GraphSource::move(const std::string& mailbox, const std::string& graph_id,
+                                             const std::string& destination) {
+    http::Request req;
+    req.method = "POST";
+    req.url = "/v1.0/users/" + url_encode(mailbox) + "/messages/" + url_encode(graph_id) + "/move";
+    req.headers.emplace_back("Prefer", kPreferImmutable);
+    req.headers.emplace_back("Content-Type", "application/json");
+    std::string dest;
+    for (char c : destination) {
+        if (c == '"' || c == '\\') dest.push_back('\\');
+        dest.push_back(c);
+    }
+    req.body = "{\"destinationId\":\"" + dest + "\"}";
+    auto r = graph_.call(std::move(req));
+    if (r.response.status == 201 || r.response.status == 200) return std::nullopt;
+    return error_of(r);
+}
+
 }  // namespace gb::sync

@@ -26,6 +26,8 @@ public:
     SourceResult<DeltaPage> delta(const std::string& mailbox, const std::string& folder_id,
                                   const std::string& link) override;
     SourceResult<std::string> mime(const std::string& mailbox, const std::string& graph_id) override;
+    std::optional<SourceError> move(const std::string& mailbox, const std::string& graph_id,
+                                    const std::string& destination) override;
 
     // The first delta request of a round (exposed for tests).
     std::string initial_delta_path(const std::string& mailbox, const std::string& folder_id) const;

@@ -233,6 +233,20 @@ SourceResult<std::string> MailService::body(const std::string& mailbox, const st
     return out;
 }
 
+std::optional<SourceError> MailService::move(const std::string& mailbox, const std::string& graph_id,
+                                             const std::string& destination) {
+    MailSource* source = nullptr;
+    {
+        std::lock_guard lock(mutex_);
+        auto it = boxes_.find(mailbox);
+        if (it == boxes_.end()) return SourceError{SourceError::Kind::NotFound, "mailbox not configured", {}};
+        source = it->second->source;
+    }
+    auto e = source->move(mailbox, graph_id, destination);
+    poke(mailbox);
+    return e;
+}
+
 MailServiceStats MailService::stats() const {
     std::lock_guard lock(mutex_);
     return stats_;

@@ -69,6 +69,10 @@ public:
     // The message's MIME, CRLF-normalised (from the cache or Graph).
     SourceResult<std::string> body(const std::string& mailbox, const std::string& graph_id);
 
+    // Moves a message (e.g. POP3 DELE -> "deleteditems") and syncs the mailbox soon.
+    std::optional<SourceError> move(const std::string& mailbox, const std::string& graph_id,
+                                    const std::string& destination);
+
     MailServiceStats stats() const;
 
 private:

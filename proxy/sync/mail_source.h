@@ -50,6 +50,13 @@ public:
                                           const std::string& link) = 0;
     // The message's MIME as Graph serves it ($value).
     virtual SourceResult<std::string> mime(const std::string& mailbox, const std::string& graph_id) = 0;
+    // Moves a message to a folder (id or well-known name, e.g. "deleteditems"). A message already gone
+    // is NotFound. Sources that cannot write say Permanent.
+    virtual std::optional<SourceError> move(const std::string& mailbox, const std::string& graph_id,
+                                            const std::string& destination) {
+        (void)mailbox, (void)graph_id, (void)destination;
+        return SourceError{SourceError::Kind::Permanent, "this source is read-only", {}};
+    }
 };
 
 }  // namespace gb::sync

@@ -4,7 +4,7 @@
 if they arrived or were changed in Outlook), read with Python's imaplib, curl and mbsync.
 
 Usage: imap_system.py GRAPHBRIDGE_BINARY SCENARIO
-Scenarios: imaplib, curl, restart, mbsync. Exit status 0 = every check held."""
+Scenarios: imaplib, curl, restart, mbsync, pop3. Exit status 0 = every check held."""
 import hashlib
 import imaplib
 import os
@@ -175,7 +175,59 @@ def scenario_mbsync(t):
     check(seen == (n + 1) // 2, "\\Seen carried into Maildir flags (%d of %d)" % (seen, n))
 
 
-SCENARIOS = {"imaplib": scenario_imaplib, "curl": scenario_curl, "restart": scenario_restart,
+def scenario_pop3(t):
+    import poplib
+    subjects = ["pop %d %s" % (i, uuid.uuid4().hex) for i in range(4)]
+    for i, subj in enumerate(subjects):
+        file_message(t, "bob@sandbox.test", subj, "pop body %d\r\n" % i)
+    t.start_bridge()
+    ctx = ssl.create_default_context(cafile=t.t + "/state/tls/server.pem")
+    p = poplib.POP3("127.0.0.1", t.pop3_port, timeout=30)
+    p.stls(context=ctx)
+    p.user("bob")
+    p.pass_(t.password("bob"))
+    count, size = p.stat()
+    check(count == 4, "STAT: 4 messages (%d, %d octets)" % (count, size))
+    listing = p.list()[1]
+    uidl = [u.split()[1] for u in p.uidl()[1]]
+    check(len(set(uidl)) == 4, "UIDL: 4 distinct ids %s" % uidl[:2])
+    resp, lines, octets = p.retr(2)
+    raw = b"\r\n".join(lines) + b"\r\n"
+    want = [int(x.split()[1]) for x in listing][1]
+    check(b"Subject: " + subjects[1].encode() in raw and b"pop body 1" in raw, "RETR 2 returns message 2")
+    check(len(raw) == want, "LIST size equals the octets RETR sent (%d vs %d)" % (want, len(raw)))
+    top = p.top(1, 0)[1]
+    check(any(l.startswith(b"Subject: ") for l in top) and not any(b"pop body" in l for l in top), "TOP 1 0: headers only")
+    p.dele(1)
+    p.quit()
+    # DELE moved message 1 to Deleted Items in the mailbox (as Outlook's delete does).
+    moved = wait_for_subject(t, "bob@sandbox.test", subjects[0], "deleteditems")
+    check(moved, "DELE + QUIT moved the message to Deleted Items")
+    check(subjects[0] not in [m.get("subject") for m in t.messages("bob@sandbox.test")], "and out of the Inbox")
+    # A restart keeps the UIDL of every message left.
+    t.kill_bridge()
+    t.start_bridge()
+    p = poplib.POP3_SSL("127.0.0.1", t.pop3s_port, context=ctx, timeout=30)
+    p.user("bob")
+    p.pass_(t.password("bob"))
+    uidl2 = [u.split()[1] for u in p.uidl()[1]]
+    check(uidl2 == uidl[1:], "UIDL stable across kill -9 and restart (POP3S)")
+    p.quit()
+    r = subprocess.run(["curl", "-s", "--user", "bob:" + t.password("bob"), "pop3://127.0.0.1:%d/1" % t.pop3_port],
+                       capture_output=True, timeout=60)
+    check(r.returncode == 0 and subjects[1].encode() in r.stdout, "curl pop3:// retrieves message 1")
+
+
+def wait_for_subject(t, mailbox, subject, folder, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        if subject in [m.get("subject") for m in t.messages(mailbox, folder)]:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+SCENARIOS = {"pop3": scenario_pop3, "imaplib": scenario_imaplib, "curl": scenario_curl, "restart": scenario_restart,
              "mbsync": scenario_mbsync}
 
 

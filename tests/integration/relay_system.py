@@ -78,6 +78,10 @@ class Tenant:
         self.imap_port, self.imaps_port = free_port(), free_port()
         cfg = cfg.replace('listen = ["127.0.0.1:1143"]', 'listen = ["127.0.0.1:%d"]' % self.imap_port)
         cfg = cfg.replace('tls_listen = ["127.0.0.1:1993"]', 'tls_listen = ["127.0.0.1:%d"]' % self.imaps_port)
+        self.pop3_port, self.pop3s_port = free_port(), free_port()
+        cfg = cfg.replace('listen = ["127.0.0.1:1110"]', 'listen = ["127.0.0.1:%d"]' % self.pop3_port)
+        cfg = cfg.replace('tls_listen = ["127.0.0.1:1995"]', 'tls_listen = ["127.0.0.1:%d"]' % self.pop3s_port)
+        cfg = cfg.replace('listen = "127.0.0.1:1080"', 'listen = "127.0.0.1:%d"' % free_port())
         cfg = cfg.replace("[log]", '[queue]\nretry_initial = "1s"\nretry_max = "4s"\n\n[log]')
         self.config = self.t + "/bridge.toml"
         open(self.config, "w").write(cfg)
@@ -92,7 +96,7 @@ class Tenant:
 
         def up():
             try:
-                for port in (self.smtp_port, self.imap_port):
+                for port in (self.smtp_port, self.imap_port, self.pop3_port):
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return True
             except OSError:
