@@ -132,7 +132,7 @@ void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
     if (!set) return bad(c.tag, "Invalid sequence set");
     auto items = parse_fetch_items(c.args[first + 1]);
     if (!items) return bad(c.tag, "Invalid FETCH items");
-    auto& msgs = selected_->messages;
+    const auto& msgs = selected_->messages();
     auto job = std::make_unique<FetchJob>();
     job->tag = c.tag;
     job->uid = uid;
@@ -161,7 +161,7 @@ void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
 // step() again once the output is written.
 void Session::run_fetch() {
     auto& job = *job_;
-    auto& msgs = selected_->messages;
+    const auto& msgs = selected_->messages();
     std::size_t produced = 0;
     while (job.next < job.indexes.size() && produced < 1024 * 1024) {
         std::size_t idx = job.indexes[job.next++];

@@ -352,7 +352,7 @@ void Session::cmd_search(const Command& c, bool uid, std::size_t first) {
     Parser parser(c.args, p);
     auto key = parser.parse_all();
     if (!key) return bad(c.tag, "Invalid search criteria");
-    auto& msgs = selected_->messages;
+    const auto& msgs = selected_->messages();
     std::uint32_t max_uid = msgs.empty() ? 0 : msgs.back().uid;
     std::string hits;
     bool unavailable = false;

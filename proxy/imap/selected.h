@@ -13,11 +13,14 @@ namespace gb::imap {
 
 struct Session::Selected {
     sync::FolderRecord folder;
-    std::vector<sync::MessageRecord> messages;  // sequence number = index + 1, ascending UIDs
+    // The client's view: sequence number = index + 1, ascending UIDs. Normally the folder's shared
+    // snapshot; a private copy only while expunges are held back (messages gone remotely that the client
+    // has not been told about yet).
+    std::shared_ptr<const std::vector<sync::MessageRecord>> view;
+    const std::vector<sync::MessageRecord>& messages() const { return *view; }
     bool read_only = true;
     int listener_id = 0;
     int watch_id = 0;
-    std::set<std::uint32_t> pending_expunge, pending_add, pending_flags;
 };
 
 struct Session::FetchItem {

@@ -526,7 +526,8 @@ std::string Session::status_items(const sync::FolderRecord& folder, const std::v
     // Counts come from the stored state; a folder never synced is synced once first.
     if (folder.delta_link.empty()) svc_.mail->ensure_synced(account_->mailbox, folder.folder_id);
     auto f = svc_.mail->store().folder(account_->mailbox, folder.folder_id).value_or(folder);
-    auto msgs = svc_.mail->store().messages(account_->mailbox, f.folder_id);
+    auto snap = svc_.mail->snapshot(account_->mailbox, f.folder_id);
+    const auto& msgs = *snap;
     std::string out;
     for (const auto& it : items) {
         std::string v;
@@ -568,7 +569,7 @@ void Session::deselect() {
     svc_.mail->unwatch(selected_->watch_id);
     selected_.reset();
     std::lock_guard lock(changes_->mutex);
-    changes_->changes.clear();
+    changes_->dirty = false;
 }
 
 void Session::cmd_select(const Command& c, bool read_only) {
@@ -592,19 +593,20 @@ void Session::cmd_select(const Command& c, bool read_only) {
     auto* mb = svc_.mail->mailbox(account_->mailbox);
     // Subscribe before the snapshot so no change falls between them (a change seen twice is harmless).
     sel->listener_id = mb->subscribe(f->folder_id, [q = changes_](const std::string&, const sync::FolderChange& ch) {
+        (void)ch;
         std::function<void()> wake;
         {
             std::lock_guard lock(q->mutex);
-            q->changes.push_back(ch);
+            q->dirty = true;
             wake = q->wake;
         }
         if (wake) wake();
     });
     sel->watch_id = svc_.mail->watch(account_->mailbox, f->folder_id);
     sel->folder = svc_.mail->store().folder(account_->mailbox, f->folder_id).value_or(*f);
-    sel->messages = svc_.mail->store().messages(account_->mailbox, f->folder_id);
+    sel->view = svc_.mail->snapshot(account_->mailbox, f->folder_id);
     selected_ = std::move(sel);
-    const auto& msgs = selected_->messages;
+    const auto& msgs = selected_->messages();
     untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)");
     untagged("OK [PERMANENTFLAGS ()] No permanent flags: read-only");
     untagged(fmt::format("{} EXISTS", msgs.size()));
@@ -664,52 +666,63 @@ void Session::deliver_updates() {
 
 void Session::flush_updates(bool allow_expunge) {
     if (!selected_) return;
-    std::vector<sync::FolderChange> pending;
     {
         std::lock_guard lock(changes_->mutex);
-        pending.swap(changes_->changes);
+        if (!changes_->dirty) return;
+        changes_->dirty = false;
     }
     auto& s = *selected_;
-    for (const auto& ch : pending) {
-        for (auto uid : ch.removed) s.pending_expunge.insert(uid);
-        for (auto uid : ch.added) s.pending_add.insert(uid);
-        for (auto uid : ch.changed) s.pending_flags.insert(uid);
-    }
-    // Expunges first (RFC 3501 7.4.1: after them, EXISTS counts what is left), highest sequence first so
-    // each number is valid when it is sent.
-    if (allow_expunge && !s.pending_expunge.empty()) {
-        for (std::size_t i = s.messages.size(); i-- > 0;) {
-            if (!s.pending_expunge.count(s.messages[i].uid)) continue;
-            untagged(fmt::format("{} EXPUNGE", i + 1));
-            s.messages.erase(s.messages.begin() + static_cast<std::ptrdiff_t>(i));
+    auto latest = svc_.mail->snapshot(account_->mailbox, s.folder.folder_id);
+    if (latest == s.view) return;
+    const auto& old = *s.view;
+    const auto& now = *latest;
+    // Compare the client's view with the store by UID (both ascending): what is gone, what changed, what
+    // is new. The diff, not the change events, decides what the client is told, so nothing is told twice
+    // or missed however changes and flushes interleave.
+    std::vector<sync::MessageRecord> ghosts;  // gone, but their EXPUNGE must wait
+    std::vector<std::size_t> gone;            // indexes into old
+    std::vector<std::uint32_t> changed;       // UIDs with new flags
+    std::size_t i = 0, j = 0;
+    while (i < old.size()) {
+        if (j < now.size() && now[j].uid == old[i].uid) {
+            if (now[j].flags != old[i].flags || now[j].keywords != old[i].keywords) changed.push_back(old[i].uid);
+            ++i, ++j;
+        } else if (j < now.size() && now[j].uid < old[i].uid) {
+            ++j;  // cannot happen (UIDs only grow); skip
+        } else {
+            if (allow_expunge) gone.push_back(i);
+            else ghosts.push_back(old[i]);
+            ++i;
         }
-        s.pending_expunge.clear();
     }
-    auto& store = svc_.mail->store();
-    // New messages: appended in UID order (UIDs of additions are above every UID in the view).
-    if (!s.pending_add.empty()) {
-        std::uint32_t top = s.messages.empty() ? 0 : s.messages.back().uid;
-        std::size_t before = s.messages.size();
-        for (auto uid : s.pending_add) {
-            if (uid <= top || s.pending_expunge.count(uid)) continue;
-            if (auto m = store.message(account_->mailbox, s.folder.folder_id, uid)) s.messages.push_back(*m);
+    // EXPUNGE, highest sequence number first, so every number is valid when it is sent.
+    for (auto it = gone.rbegin(); it != gone.rend(); ++it) untagged(fmt::format("{} EXPUNGE", *it + 1));
+    std::size_t old_count = old.size() - gone.size();
+    if (ghosts.empty()) {
+        s.view = latest;
+    } else {
+        auto merged = std::make_shared<std::vector<sync::MessageRecord>>();
+        merged->reserve(now.size() + ghosts.size());
+        std::merge(now.begin(), now.end(), ghosts.begin(), ghosts.end(), std::back_inserter(*merged),
+                   [](const sync::MessageRecord& a, const sync::MessageRecord& b) { return a.uid < b.uid; });
+        s.view = std::move(merged);
+        // Still dirty: the held-back EXPUNGEs go out at the next command that allows them.
+        std::lock_guard lock(changes_->mutex);
+        changes_->dirty = true;
+    }
+    const auto& view = *s.view;
+    if (view.size() > old_count) untagged(fmt::format("{} EXISTS", view.size()));
+    if (!changed.empty()) {
+        std::size_t k = 0;
+        for (std::size_t n = 0; n < view.size() && k < changed.size(); ++n) {
+            if (view[n].uid < changed[k]) continue;
+            if (view[n].uid == changed[k])
+                untagged(fmt::format("{} FETCH (UID {} FLAGS ({}))", n + 1, view[n].uid, flag_list(view[n])));
+            ++k;
+            --n;  // look at the same message again against the next changed UID
         }
-        s.pending_add.clear();
-        if (s.messages.size() != before) untagged(fmt::format("{} EXISTS", s.messages.size()));
     }
-    if (!s.pending_flags.empty()) {
-        for (std::size_t i = 0; i < s.messages.size(); ++i) {
-            auto& m = s.messages[i];
-            if (!s.pending_flags.count(m.uid)) continue;
-            auto fresh = store.message(account_->mailbox, s.folder.folder_id, m.uid);
-            if (!fresh) continue;  // removed meanwhile: its EXPUNGE comes
-            bool differs = fresh->flags != m.flags || fresh->keywords != m.keywords;
-            m = *fresh;
-            if (differs) untagged(fmt::format("{} FETCH (UID {} FLAGS ({}))", i + 1, m.uid, flag_list(m)));
-        }
-        s.pending_flags.clear();
-    }
-    if (auto f = store.folder(account_->mailbox, s.folder.folder_id)) s.folder = *f;
+    if (auto f = svc_.mail->store().folder(account_->mailbox, s.folder.folder_id)) s.folder = *f;
 }
 
 }  // namespace gb::imap

@@ -190,7 +190,7 @@ private:
     // racing with the session's end never touches freed memory.
     struct ChangeQueue {
         std::mutex mutex;
-        std::vector<sync::FolderChange> changes;
+        bool dirty = false;  // the selected folder changed since the view was last compared
         std::function<void()> wake;
     };
     std::shared_ptr<ChangeQueue> changes_ = std::make_shared<ChangeQueue>();

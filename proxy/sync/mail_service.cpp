@@ -31,6 +31,12 @@ void MailService::add_mailbox(const std::string& address, MailSource& source) {
     box->address = address;
     box->source = &source;
     box->sync = std::make_unique<MailboxSync>(address, source, store_);
+    // First listener of the mailbox: a changed folder's snapshot is dropped before any session hears of
+    // the change, so a session that reacts takes a fresh one.
+    box->sync->subscribe("", [this, address](const std::string& folder_id, const FolderChange&) {
+        std::lock_guard snap_lock(snapshot_mutex_);
+        snapshots_.erase({address, folder_id});
+    });
     boxes_[address] = std::move(box);
 }
 
@@ -245,6 +251,13 @@ std::optional<SourceError> MailService::move(const std::string& mailbox, const s
     auto e = source->move(mailbox, graph_id, destination);
     poke(mailbox);
     return e;
+}
+
+MailService::Snapshot MailService::snapshot(const std::string& mailbox, const std::string& folder_id) {
+    std::lock_guard lock(snapshot_mutex_);
+    auto& slot = snapshots_[{mailbox, folder_id}];
+    if (!slot) slot = std::make_shared<const std::vector<MessageRecord>>(store_.messages(mailbox, folder_id));
+    return slot;
 }
 
 MailServiceStats MailService::stats() const {

@@ -175,7 +175,7 @@ void MailboxSync::notify(const std::string& folder_id, const FolderChange& chang
     {
         std::lock_guard lock(mutex_);
         for (const auto& [id, entry] : listeners_)
-            if (entry.first == folder_id) targets.push_back(entry.second);
+            if (entry.first == folder_id || entry.first.empty()) targets.push_back(entry.second);
     }
     for (auto& l : targets) l(folder_id, change);
 }

@@ -49,7 +49,8 @@ public:
     // The tree, then every folder; stops at the first throttling (Retry-After applies to the mailbox).
     std::optional<SourceError> sync_all();
 
-    // Listeners for one folder's changes; the id is for unsubscribe(). Called on the syncing thread.
+    // Listeners for one folder's changes ("" = every folder); the id is for unsubscribe(). Called on the
+    // syncing thread after the batch is committed, in subscription order.
     int subscribe(const std::string& folder_id, Listener listener);
     void unsubscribe(int id);
 

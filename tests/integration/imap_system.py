@@ -6,6 +6,8 @@ if they arrived or were changed in Outlook), read with Python's imaplib, curl an
 Usage: imap_system.py GRAPHBRIDGE_BINARY SCENARIO
 Scenarios: imaplib, curl, restart, mbsync, pop3. Exit status 0 = every check held."""
 import hashlib
+import json
+import urllib.request
 import imaplib
 import os
 import re
@@ -82,12 +84,30 @@ def scenario_imaplib(t):
     line = m.readline()
     took = time.time() - start
     check(re.match(rb"\* 6 EXISTS", line) is not None, "IDLE pushed '* 6 EXISTS' after %.1f s (%r)" % (took, line))
+    # Flagged and read in Outlook (a PATCH through Graph), then deleted: FETCH FLAGS and EXPUNGE pushed.
+    listing = t.messages("bob@sandbox.test")
+    target = [x for x in listing if x.get("subject") == "pre 2"][0]["id"]
+    body = json.dumps({"isRead": True, "flag": {"flagStatus": "flagged"}}).encode()
+    req = urllib.request.Request(t.base + "/v1.0/users/bob@sandbox.test/messages/" + target, data=body,
+                                 method="PATCH", headers={"Authorization": "Bearer " + t.token(),
+                                                          "Content-Type": "application/json"})
+    urllib.request.urlopen(req, context=t.ctx, timeout=30).read()
+    line = m.readline()
+    check(re.match(rb"\* 3 FETCH \(UID 3 FLAGS \(\\Seen \\Flagged\)\)", line) is not None,
+          "IDLE pushed the flag change made in Outlook (%r)" % line)
+    req = urllib.request.Request(t.base + "/v1.0/users/bob@sandbox.test/messages/" + target, method="DELETE",
+                                 headers={"Authorization": "Bearer " + t.token()})
+    urllib.request.urlopen(req, context=t.ctx, timeout=30).read()
+    line = m.readline()
+    check(line == b"* 3 EXPUNGE\r\n", "IDLE pushed the deletion made in Outlook (%r)" % line)
     m.send(b"DONE\r\n")
     while True:
         line = m.readline()
         if line.startswith(tag.encode()):
             break
     check(b"OK" in line, "IDLE terminated with OK")
+    typ, data = m.search(None, "ALL")
+    check(data[0].split() == [b"1", b"2", b"3", b"4", b"5"], "after the pushed EXPUNGE, 5 messages remain (%s)" % data)
     m.logout()
 
 
