@@ -1,4 +1,4 @@
-// Small text helpers shared by the CLI, the token broker and the sandbox.
+// Small text helpers shared by the CLI, the token broker, the sandbox and the mail readers.
 #pragma once
 
 #include <cstdint>
@@ -16,5 +16,8 @@ std::string utc_time(std::int64_t unix_seconds);
 
 // "Sun, 29 Nov 2026 05:03:50 +0000" (RFC 5322 date-time, UTC) from unix seconds.
 std::string rfc5322_date(std::int64_t unix_seconds);
+
+// Bare LF and bare CR become CRLF; CRLF is kept.
+std::string normalize_crlf(std::string_view raw);
 
 }  // namespace gb

@@ -9,13 +9,11 @@
 #include <thread>
 
 #include "auth/password.h"
-#include "auth/pki.h"
 #include "graph/http/graph_client.h"
-#include "graph/http/http_client.h"
-#include "graph/http/token_transport.h"
 #include "proxy/imap/session.h"
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mail_service.h"
+#include "support/graph_access.h"
 #include "support/test_sandbox.h"
 
 using namespace gb;
@@ -26,22 +24,8 @@ class ImapSessionTest : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
         sb_ = new test::TestSandbox("imap");
-        http::ClientOptions o;
-        o.ca_file = sb_->ca();
-        client_ = new http::Client(o);
-        auth::TokenBrokerConfig c;
-        c.app_name = "sandbox";
-        c.client_id = sb_->app().client_id;
-        c.tenant = sb_->setup().tenant.tenant_id;
-        c.token_endpoint = sb_->token_url();
-        c.scope = sb_->base() + "/.default";
-        auth::CertificateCredential cred;
-        cred.key = auth::load_private_key_pem(sb_->tenant_dir() + "/app.pem");
-        cred.cert_der = auth::cert_to_der(auth::load_cert(sb_->tenant_dir() + "/app.pem").get());
-        c.certificate = std::move(cred);
-        broker_ = new auth::TokenBroker(std::move(c), http::make_token_transport(*client_));
-        graph_ = new http::GraphClient(*client_, *broker_, sb_->base());
-        source_ = new sync::GraphSource(*graph_, sb_->base());
+        access_ = new test::GraphAccess(*sb_);
+        source_ = new sync::GraphSource(access_->graph, sb_->base());
         config::Config cfg;
         config::AccountConfig bob;
         bob.login = "bob";
@@ -57,9 +41,7 @@ protected:
     static void TearDownTestSuite() {
         delete policy_;
         delete source_;
-        delete graph_;
-        delete broker_;
-        delete client_;
+        delete access_;
         delete sb_;
     }
 
@@ -125,9 +107,7 @@ protected:
     }
 
     static test::TestSandbox* sb_;
-    static http::Client* client_;
-    static auth::TokenBroker* broker_;
-    static http::GraphClient* graph_;
+    static test::GraphAccess* access_;
     static sync::GraphSource* source_;
     static smtp::Policy* policy_;
     std::string dir_;
@@ -137,9 +117,7 @@ protected:
     smtp::AuthThrottle throttle_;
 };
 test::TestSandbox* ImapSessionTest::sb_;
-http::Client* ImapSessionTest::client_;
-auth::TokenBroker* ImapSessionTest::broker_;
-http::GraphClient* ImapSessionTest::graph_;
+test::GraphAccess* ImapSessionTest::access_;
 sync::GraphSource* ImapSessionTest::source_;
 smtp::Policy* ImapSessionTest::policy_;
 
@@ -264,7 +242,7 @@ TEST_F(ImapSessionTest, RemoteChangesBecomeUntaggedUpdatesAtTheRightTimes) {
     http::Request del;
     del.method = "DELETE";
     del.url = "/v1.0/users/bob@sandbox.test/messages/" + first_id;
-    ASSERT_EQ(graph_->call(del).response.status, 204);
+    ASSERT_EQ(access_->graph.call(del).response.status, 204);
     ASSERT_FALSE(mail_->mailbox("bob@sandbox.test")->sync_all());
     // FETCH may announce the new message but never an EXPUNGE.
     out = talk(*s, "3 FETCH 1 (FLAGS)\r\n");

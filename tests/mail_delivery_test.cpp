@@ -7,14 +7,12 @@
 #include <random>
 
 #include "auth/crypto.h"
-#include "auth/pki.h"
-#include "auth/token_broker.h"
 #include "graph/http/graph_client.h"
-#include "graph/http/token_transport.h"
 #include "graph/mail/bounce.h"
 #include "graph/mail/deliverer.h"
 #include "graph/mail/gmime_support.h"
 #include "graph/mail/prepare.h"
+#include "tests/support/graph_access.h"
 #include "tests/support/test_sandbox.h"
 
 using namespace gb;
@@ -26,27 +24,10 @@ class MailDeliveryTest : public ::testing::Test {
   protected:
     static void SetUpTestSuite() {
         sb_ = new test::TestSandbox("mail");
-        http::ClientOptions o;
-        o.ca_file = sb_->ca();
-        client_ = new http::Client(o);
-        auth::TokenBrokerConfig c;
-        c.app_name = "sandbox";
-        c.client_id = sb_->app().client_id;
-        c.tenant = sb_->setup().tenant.tenant_id;
-        c.token_endpoint = sb_->token_url();
-        c.scope = sb_->base() + "/.default";
-        auto cert = auth::load_cert(sb_->tenant_dir() + "/app.pem");
-        auth::CertificateCredential cred;
-        cred.key = auth::load_private_key_pem(sb_->tenant_dir() + "/app.pem");
-        cred.cert_der = auth::cert_to_der(cert.get());
-        c.certificate = std::move(cred);
-        broker_ = new auth::TokenBroker(std::move(c), http::make_token_transport(*client_));
-        graph_ = new http::GraphClient(*client_, *broker_, sb_->base());
+        access_ = new test::GraphAccess(*sb_);
     }
     static void TearDownTestSuite() {
-        delete graph_;
-        delete broker_;
-        delete client_;
+        delete access_;
         delete sb_;
     }
     void TearDown() override { sb_->server().clear_faults(); }
@@ -58,7 +39,7 @@ class MailDeliveryTest : public ::testing::Test {
     static DeliveryResult send(const std::string& mime, const Envelope& e, PreparePolicy pol = {}) {
         auto p = prepare(mime, e, pol);
         EXPECT_TRUE(p.ok()) << p.error->message;
-        Deliverer d(*graph_, *client_);
+        Deliverer d(access_->graph, access_->client);
         return d.deliver(p);
     }
 
@@ -66,7 +47,7 @@ class MailDeliveryTest : public ::testing::Test {
     static std::vector<std::string> inbox_ids(const std::string& mailbox, const std::string& subject) {
         http::Request r;
         r.url = "/v1.0/users/" + mailbox + "/mailFolders/inbox/messages?$select=id,subject&$top=500";
-        auto res = graph_->call(r);
+        auto res = access_->graph.call(r);
         EXPECT_EQ(res.response.status, 200) << res.response.body;
         rapidjson::Document d;
         d.Parse(res.response.body.c_str());
@@ -82,7 +63,7 @@ class MailDeliveryTest : public ::testing::Test {
         http::Request r;
         r.url = "/v1.0/users/" + mailbox + "/messages/" + url_encode_id(id) + "/$value";
         r.timeout_ms = 120000;
-        auto res = graph_->call(r);
+        auto res = access_->graph.call(r);
         EXPECT_EQ(res.response.status, 200) << res.response.body.substr(0, 300);
         return res.response.body;
     }
@@ -102,14 +83,10 @@ class MailDeliveryTest : public ::testing::Test {
     static std::string header_block(const std::string& m) { return m.substr(0, m.find("\r\n\r\n")); }
 
     static test::TestSandbox* sb_;
-    static http::Client* client_;
-    static auth::TokenBroker* broker_;
-    static http::GraphClient* graph_;
+    static test::GraphAccess* access_;
 };
 test::TestSandbox* MailDeliveryTest::sb_;
-http::Client* MailDeliveryTest::client_;
-auth::TokenBroker* MailDeliveryTest::broker_;
-http::GraphClient* MailDeliveryTest::graph_;
+test::GraphAccess* MailDeliveryTest::access_;
 
 std::string random_bytes(std::size_t n, unsigned seed) {
     std::mt19937 rng(seed);
@@ -144,7 +121,7 @@ TEST_F(MailDeliveryTest, SplitTransactionOnlyReachesTheEnvelope) {
     auto p = prepare(m, env({"bob@sandbox.test"}));
     ASSERT_TRUE(p.ok());
     ASSERT_EQ(p.mode, Mode::ExactRecipients);
-    Deliverer d(*graph_, *client_);
+    Deliverer d(access_->graph, access_->client);
     auto r = d.deliver(p);
     ASSERT_TRUE(r.delivered()) << r.detail;
     EXPECT_EQ(r.request_ids.size(), 3u);  // create draft, patch, send
@@ -201,7 +178,7 @@ TEST_F(MailDeliveryTest, TwentyFiveMegabyteAttachmentGoesThroughAnUploadSession)
     ASSERT_TRUE(p.ok()) << p.error->message;
     ASSERT_EQ(p.mode, Mode::Large);
     ASSERT_EQ(p.attachments.size(), 2u);
-    Deliverer d(*graph_, *client_);
+    Deliverer d(access_->graph, access_->client);
     auto r = d.deliver(p);
     ASSERT_TRUE(r.delivered()) << r.detail;
     // create + small POST + session + ceil(25 MiB / 3200 KiB) = 9 PUTs + send
@@ -253,7 +230,7 @@ TEST_F(MailDeliveryTest, FailureBeforeTheDraftExistsIsTransient) {
     f.target = sandbox::Fault::Target::Graph;
     f.status = 503;
     sb_->server().inject(f, 1);
-    Deliverer d(*graph_, *client_);
+    Deliverer d(access_->graph, access_->client);
     auto r = d.deliver(p);
     EXPECT_EQ(r.outcome, Outcome::Transient);
     EXPECT_EQ(r.step, "create draft");
@@ -270,7 +247,7 @@ TEST_F(MailDeliveryTest, FailureAfterTheDraftExistsDeletesTheDraft) {
     auto p = prepare(m, env({"bob@sandbox.test", "broken@"}));
     ASSERT_TRUE(p.ok());
     ASSERT_EQ(p.mode, Mode::ExactRecipients);
-    Deliverer d(*graph_, *client_);
+    Deliverer d(access_->graph, access_->client);
     auto r = d.deliver(p);
     EXPECT_EQ(r.outcome, Outcome::Permanent) << r.detail;
     EXPECT_EQ(r.step, "patch recipients");
@@ -307,7 +284,7 @@ TEST_F(MailDeliveryTest, SendAsDeniedIsPermanentAndBounces) {
     b.graph_message = r.graph_message;
     b.request_id = r.request_id;
     b.original = m;
-    Deliverer d(*graph_, *client_);
+    Deliverer d(access_->graph, access_->client);
     auto stored = d.store_in_inbox("scanner@sandbox.test", make_bounce(b));
     ASSERT_TRUE(stored.delivered()) << stored.detail;
     auto ids = inbox_ids("scanner@sandbox.test", "Undeliverable: t-sendas");
@@ -322,7 +299,7 @@ TEST_F(MailDeliveryTest, UnknownMailboxIsPermanent) {
     auto p = prepare("From: nobody@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: t-404\r\n\r\nx\r\n",
                      Envelope{"nobody@sandbox.test", "", {"bob@sandbox.test"}});
     ASSERT_TRUE(p.ok());
-    Deliverer d(*graph_, *client_);
+    Deliverer d(access_->graph, access_->client);
     auto r = d.deliver(p);
     EXPECT_EQ(r.outcome, Outcome::Permanent) << r.detail;
     EXPECT_EQ(r.http_status, 404);
@@ -344,7 +321,7 @@ TEST_F(MailDeliveryTest, LostAnswerToSendIsCheckedNotResent) {
     auto p = prepare(m, env({"bob@sandbox.test"}));  // header-only alice: draft + PATCH + send
     ASSERT_TRUE(p.ok());
     ASSERT_EQ(p.mode, Mode::ExactRecipients);
-    Deliverer d(*graph_, *client_);
+    Deliverer d(access_->graph, access_->client);
     auto r = d.deliver(p);
     EXPECT_EQ(r.outcome, Outcome::Delivered) << r.detail;
     EXPECT_NE(r.detail.find("sent despite"), std::string::npos) << r.detail;

@@ -7,13 +7,11 @@
 #include <map>
 
 #include "auth/keystore.h"
-#include "auth/pki.h"
 #include "graph/http/graph_client.h"
-#include "graph/http/http_client.h"
-#include "graph/http/token_transport.h"
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mailbox_sync.h"
 #include "proxy/sync/state_store.h"
+#include "support/graph_access.h"
 #include "support/test_sandbox.h"
 
 using namespace gb;
@@ -259,26 +257,10 @@ class GraphSyncTest : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
         sb_ = new test::TestSandbox("sync");
-        http::ClientOptions o;
-        o.ca_file = sb_->ca();
-        client_ = new http::Client(o);
-        auth::TokenBrokerConfig c;
-        c.app_name = "sandbox";
-        c.client_id = sb_->app().client_id;
-        c.tenant = sb_->setup().tenant.tenant_id;
-        c.token_endpoint = sb_->token_url();
-        c.scope = sb_->base() + "/.default";
-        auth::CertificateCredential cred;
-        cred.key = auth::load_private_key_pem(sb_->tenant_dir() + "/app.pem");
-        cred.cert_der = auth::cert_to_der(auth::load_cert(sb_->tenant_dir() + "/app.pem").get());
-        c.certificate = std::move(cred);
-        broker_ = new auth::TokenBroker(std::move(c), http::make_token_transport(*client_));
-        graph_ = new http::GraphClient(*client_, *broker_, sb_->base());
+        access_ = new test::GraphAccess(*sb_);
     }
     static void TearDownTestSuite() {
-        delete graph_;
-        delete broker_;
-        delete client_;
+        delete access_;
         delete sb_;
     }
     static std::string inject(const std::string& mailbox, const std::string& folder, int i, bool read = false) {
@@ -296,22 +278,18 @@ protected:
         r.body = body;
         if (!body.empty()) r.headers.emplace_back("Content-Type", "application/json");
         r.headers.emplace_back("Prefer", "IdType=\"ImmutableId\"");
-        return graph_->call(r);
+        return access_->graph.call(r);
     }
     static test::TestSandbox* sb_;
-    static http::Client* client_;
-    static auth::TokenBroker* broker_;
-    static http::GraphClient* graph_;
+    static test::GraphAccess* access_;
 };
 test::TestSandbox* GraphSyncTest::sb_;
-http::Client* GraphSyncTest::client_;
-auth::TokenBroker* GraphSyncTest::broker_;
-http::GraphClient* GraphSyncTest::graph_;
+test::GraphAccess* GraphSyncTest::access_;
 
 }  // namespace
 
 TEST_F(GraphSyncTest, FolderTreeWithSpecialUse) {
-    GraphSource src(*graph_, sb_->base());
+    GraphSource src(access_->graph, sb_->base());
     auto r = src.folders("alice@sandbox.test");
     ASSERT_EQ(r.index(), 0u) << std::get<1>(r).message;
     std::map<std::string, std::string> wk;
@@ -328,7 +306,7 @@ TEST_F(GraphSyncTest, InitialSyncInFewRequestsThenChangesThenLostTokenKeepsUids)
     for (int i = 0; i < 1200; ++i) ids.push_back(inject(mb, "inbox", i, i % 3 == 0));
     std::string db = temp_db("graph");
     auto store = open_sqlite_store(db);
-    GraphSource src(*graph_, sb_->base(), 500);
+    GraphSource src(access_->graph, sb_->base(), 500);
     MailboxSync sync(mb, src, *store);
     ASSERT_FALSE(sync.sync_folders());
     std::string inbox_id;
@@ -396,7 +374,7 @@ TEST_F(GraphSyncTest, MessageMovedBetweenFoldersKeepsItsImmutableId) {
     std::string mb = "alice@sandbox.test";
     std::string id = inject(mb, "inbox", 9000);
     auto store = open_sqlite_store(temp_db("move"));
-    GraphSource src(*graph_, sb_->base());
+    GraphSource src(access_->graph, sb_->base());
     MailboxSync sync(mb, src, *store);
     ASSERT_FALSE(sync.sync_all());
     std::string inbox, trash;

@@ -1,5 +1,5 @@
 // GMime 3 wrappers (see gmime_support.h). Every GObject and every g_malloc'ed string is released through
-// the small RAII holders below.
+// the small RAII holders of gobject_ptr.h.
 #include "graph/mail/gmime_support.h"
 
 #include <gmime/gmime.h>
@@ -8,29 +8,14 @@
 #include <memory>
 #include <mutex>
 
+#include "common/ascii.h"
+#include "graph/mail/gobject_ptr.h"
+
 namespace gb::mail {
 
 namespace {
 
-struct ObjectUnref {
-    void operator()(gpointer p) const {
-        if (p) g_object_unref(p);
-    }
-};
-template <class T>
-using GPtr = std::unique_ptr<T, ObjectUnref>;
-
-struct GFree {
-    void operator()(gpointer p) const { g_free(p); }
-};
-using GString_ = std::unique_ptr<char, GFree>;
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out)
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    return out;
-}
+using ascii::lower;
 
 // CR and LF removed: a folded header value becomes its unfolded form (continuations start with WSP).
 std::string unfold(std::string_view value) {
@@ -75,7 +60,7 @@ DecodedPart decode_part_object(GMimePart* part) {
     DecodedPart d;
     GMimeObject* obj = GMIME_OBJECT(part);
     if (GMimeContentType* ct = g_mime_object_get_content_type(obj)) {
-        GString_ mt(g_mime_content_type_get_mime_type(ct));
+        GCharPtr mt(g_mime_content_type_get_mime_type(ct));
         if (mt) d.content_type = lower(mt.get());
     }
     if (const char* fn = g_mime_part_get_filename(part)) d.filename = fn;
@@ -134,7 +119,7 @@ std::string format_address(const Address& a) {
     if (a.name.empty()) return "<" + a.address + ">";
     ensure_gmime();
     GPtr<InternetAddress> ia(internet_address_mailbox_new(a.name.c_str(), a.address.c_str()));
-    GString_ s(internet_address_to_string(ia.get(), nullptr, TRUE));
+    GCharPtr s(internet_address_to_string(ia.get(), nullptr, TRUE));
     return s ? std::string(s.get()) : "<" + a.address + ">";
 }
 
@@ -144,7 +129,7 @@ ContentType parse_content_type(std::string_view value) {
     std::string v = unfold(value);
     GPtr<GMimeContentType> ct(g_mime_content_type_parse(nullptr, v.c_str()));
     if (!ct) return out;
-    GString_ mt(g_mime_content_type_get_mime_type(ct.get()));
+    GCharPtr mt(g_mime_content_type_get_mime_type(ct.get()));
     if (mt) out.mime_type = lower(mt.get());
     if (const char* b = g_mime_content_type_get_parameter(ct.get(), "boundary")) out.boundary = b;
     if (const char* c = g_mime_content_type_get_parameter(ct.get(), "charset")) out.charset = c;

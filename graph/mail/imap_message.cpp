@@ -13,6 +13,9 @@
 #include <mutex>
 #include <utility>
 
+#include "common/ascii.h"
+#include "graph/mail/gobject_ptr.h"
+
 namespace gb::mail::imap {
 
 namespace {
@@ -22,23 +25,8 @@ constexpr std::size_t kMaxBoundary = 200;        // RFC 2046 says 70; longer is 
 constexpr std::size_t kMaxParams = 1000;         // parameters read per header value
 constexpr std::size_t kMaxSectionNumbers = 100;  // part numbers in one section spec
 
-char lower_c(char c) {
-    return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-char upper_c(char c) {
-    return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (lower_c(a[i]) != lower_c(b[i])) return false;
-    return true;
-}
-
-bool istarts_with(std::string_view s, std::string_view prefix) {
-    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
+using ascii::iequals;
+using ascii::istarts_with;
 
 bool is_wsp(char c) {
     return c == ' ' || c == '\t';
@@ -321,7 +309,7 @@ std::vector<Param> join_continuations(std::vector<Param> raw) {
         std::string base(name.substr(0, star));
         unsigned long num = std::stoul(std::string(name.substr(star + 1)));
         std::string key;
-        for (char c : base) key.push_back(lower_c(c));
+        for (char c : base) key.push_back(ascii::lower(c));
         auto it = groups.find(key);
         if (it == groups.end()) {
             it = groups.emplace(key, Group{out.size(), {}}).first;
@@ -698,18 +686,6 @@ void init_gmime() {
     });
 }
 
-struct ObjectUnref {
-    void operator()(gpointer p) const {
-        if (p) g_object_unref(p);
-    }
-};
-template <class T>
-using GPtr = std::unique_ptr<T, ObjectUnref>;
-
-struct GFree {
-    void operator()(gpointer p) const { g_free(p); }
-};
-
 std::string decoded_text(std::string_view entity) {
     GPtr<GMimeStream> stream(g_mime_stream_mem_new_with_buffer(entity.data(), entity.size()));
     GPtr<GMimeParser> parser(g_mime_parser_new_with_stream(stream.get()));
@@ -717,7 +693,7 @@ std::string decoded_text(std::string_view entity) {
     if (!obj) return {};
     std::string bytes;
     if (GMIME_IS_TEXT_PART(obj.get())) {
-        std::unique_ptr<char, GFree> text(g_mime_text_part_get_text(GMIME_TEXT_PART(obj.get())));
+        GCharPtr text(g_mime_text_part_get_text(GMIME_TEXT_PART(obj.get())));
         if (text) bytes = text.get();
     } else if (GMIME_IS_PART(obj.get())) {
         if (GMimeDataWrapper* content = g_mime_part_get_content(GMIME_PART(obj.get()))) {
@@ -728,30 +704,11 @@ std::string decoded_text(std::string_view entity) {
         }
     }
     if (bytes.empty()) return {};
-    std::unique_ptr<char, GFree> valid(g_utf8_make_valid(bytes.data(), static_cast<gssize>(bytes.size())));
+    GCharPtr valid(g_utf8_make_valid(bytes.data(), static_cast<gssize>(bytes.size())));
     return valid ? std::string(valid.get()) : std::string();
 }
 
 }  // namespace
-
-// ---- normalisation -----------------------------------------------------------------------------------
-
-std::string normalize_crlf(std::string_view raw) {
-    std::string out;
-    out.reserve(raw.size() + raw.size() / 32);
-    for (std::size_t i = 0; i < raw.size(); ++i) {
-        char c = raw[i];
-        if (c == '\r') {
-            out += "\r\n";
-            if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
-        } else if (c == '\n') {
-            out += "\r\n";
-        } else {
-            out.push_back(c);
-        }
-    }
-    return out;
-}
 
 // ---- the MIME tree: one pass over the lines ---------------------------------------------------------
 //
@@ -1227,8 +1184,7 @@ std::optional<std::vector<std::string>> parse_header_list(std::string_view s) {
 }
 
 void append_field_name(std::string& out, std::string_view name) {
-    std::string upper(name);
-    for (auto& c : upper) c = upper_c(c);
+    std::string upper = ascii::upper(name);
     // "]" is an ASTRING-CHAR but would end the section in a client's reader: quoted instead.
     bool atom =
         !upper.empty() && !iequals(upper, "NIL") && std::all_of(upper.begin(), upper.end(), [](char c) {

@@ -52,10 +52,12 @@
 #include <string_view>
 #include <vector>
 
+#include "common/text.h"
+
 namespace gb::mail::imap {
 
 // Bare LF -> CRLF, bare CR -> CRLF, CRLF kept. What the store keeps; every offset below refers to it.
-std::string normalize_crlf(std::string_view raw);
+using gb::normalize_crlf;
 
 // Bounds on the work one message can cause. Beyond them the index is still an answer, just coarser
 // (MessageIndex::truncated() tells): a multipart or message/rfc822 at max_depth is an opaque

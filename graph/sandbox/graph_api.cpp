@@ -26,6 +26,7 @@
 #include <set>
 
 #include "auth/crypto.h"
+#include "common/ascii.h"
 #include "graph/sandbox/mailstore.h"
 #include "graph/sandbox/mime.h"
 
@@ -55,11 +56,7 @@ struct ApiError {
     fail(404, "ErrorItemNotFound", "The specified object was not found in the store.");
 }
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
+using ascii::lower;
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);

@@ -1,19 +1,11 @@
 #include "graph/sandbox/http_types.h"
 
-#include <cctype>
-
+#include "common/ascii.h"
 #include "common/text.h"
 
 namespace gb::sandbox {
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    }
-    return true;
-}
+bool iequals(std::string_view a, std::string_view b) { return ascii::iequals(a, b); }
 
 std::optional<std::string_view> HttpRequest::header(std::string_view name) const {
     for (const auto& [k, v] : headers)

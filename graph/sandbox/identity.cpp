@@ -42,6 +42,7 @@
 #include "auth/crypto.h"
 #include "auth/jwt.h"
 #include "auth/pki.h"
+#include "common/ascii.h"
 
 #include <fmt/format.h>
 #include <openssl/crypto.h>
@@ -169,11 +170,7 @@ std::string service_principal_oid(std::string_view tenant_id, std::string_view c
            h.substr(20);
 }
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
+using ascii::lower;
 
 // One token request's context: ids and time shared by the error body and headers.
 struct RequestCtx {

@@ -2,20 +2,16 @@
 #include "graph/sandbox/mailstore.h"
 
 #include <algorithm>
-#include <cctype>
 
 #include "auth/crypto.h"
+#include "common/ascii.h"
 #include "graph/sandbox/http_types.h"
 
 namespace gb::sandbox {
 
 namespace {
 
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
+using ascii::lower;
 
 struct WellKnown {
     const char* name;

@@ -8,24 +8,13 @@
 #include <cstdio>
 
 #include "auth/crypto.h"
+#include "common/ascii.h"
 
 namespace gb::sandbox::mime {
 
 namespace {
 
-bool ieq(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
-
-std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-}
+using ascii::lower;
 
 std::string_view trim(std::string_view s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n'))
@@ -127,7 +116,7 @@ std::string header_param(std::string_view value, std::string_view param) {
             while (v < value.size() && value[v] != ';' && value[v] != ' ' && value[v] != '\t')
                 val.push_back(value[v++]);
         }
-        if (ieq(key, param)) return val;
+        if (ascii::iequals(key, param)) return val;
         pos = v;
     }
     return {};
@@ -236,7 +225,7 @@ std::string one_line(std::string_view s) {
 
 std::optional<std::string_view> HeaderBlock::get(std::string_view name) const {
     for (const auto& f : fields)
-        if (ieq(f.name, name)) return std::string_view(f.value);
+        if (ascii::iequals(f.name, name)) return std::string_view(f.value);
     return std::nullopt;
 }
 
@@ -451,7 +440,7 @@ std::optional<Summary> summarize(std::string_view message) {
     };
     auto many = [&](std::string_view name, std::vector<Address>& into) -> bool {
         for (const auto& f : hb->fields) {
-            if (!ieq(f.name, name)) continue;
+            if (!ascii::iequals(f.name, name)) continue;
             auto list = parse_address_list(f.value);
             if (!list) return false;
             if (into.size() + list->size() > kMaxAddresses) return false;
@@ -489,7 +478,7 @@ std::string remove_header(std::string_view message, std::string_view name) {
     out.reserve(message.size());
     std::size_t pos = 0;
     for (const auto& f : hb->fields) {
-        if (!ieq(f.name, name)) continue;
+        if (!ascii::iequals(f.name, name)) continue;
         out.append(message.substr(pos, f.raw_begin - pos));
         pos = f.raw_end;
     }
@@ -503,7 +492,7 @@ std::string replace_header(std::string_view message, std::string_view name, std:
     std::string eol = hb->crlf ? "\r\n" : "\n";
     std::string line = std::string(name) + ": " + one_line(value) + eol;
     for (const auto& f : hb->fields) {
-        if (!ieq(f.name, name)) continue;
+        if (!ascii::iequals(f.name, name)) continue;
         std::string out(message.substr(0, f.raw_begin));
         out += line;
         out.append(message.substr(f.raw_end));
@@ -668,7 +657,7 @@ std::optional<std::int64_t> parse_rfc5322_date(std::string_view text) {
     std::string_view mon = s.substr(pos, 3);
     int month = 0;
     for (int i = 0; i < 12; ++i)
-        if (ieq(mon, kMonths[static_cast<std::size_t>(i)])) month = i + 1;
+        if (ascii::iequals(mon, kMonths[static_cast<std::size_t>(i)])) month = i + 1;
     if (month == 0) return std::nullopt;
     pos += 3;
     skip_ws(s, pos);

@@ -3,26 +3,10 @@
 
 #include <algorithm>
 
+#include "protocol/imap/imap_chars.h"
+
 namespace gb::protocol::imap {
 namespace {
-
-bool is_atom_char(char ch) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c <= 0x20 || c >= 0x7f) return false;
-    switch (c) {
-        case '(':
-        case ')':
-        case '{':
-        case '%':
-        case '*':
-        case '"':
-        case '\\':
-        case ']':
-            return false;
-        default:
-            return true;
-    }
-}
 
 bool is_nil(std::string_view s) {
     return s.size() == 3 && (s[0] == 'N' || s[0] == 'n') && (s[1] == 'I' || s[1] == 'i') &&
@@ -59,7 +43,7 @@ std::string nstring(std::optional<std::string_view> s) {
 
 std::string astring(std::string_view s) {
     bool atom = !s.empty() && !is_nil(s) && std::all_of(s.begin(), s.end(), [](char c) {
-        return (is_atom_char(c) || c == ']') && c != '[';
+        return is_astring_char(c) && c != '[';
     });
     return atom ? std::string(s) : quoted_or_literal(s);
 }

@@ -6,34 +6,14 @@
 #include <limits>
 #include <stdexcept>
 
+#include "common/ascii.h"
+#include "protocol/imap/imap_chars.h"
+
 namespace gb::protocol::imap {
 namespace {
 
 constexpr std::uint64_t kMaxNumber = 4294967295u;  // RFC 3501 number
 constexpr std::size_t kKeepCapacity = 16 * 1024;   // buffers larger than this are released when idle
-
-// RFC 3501 ATOM-CHAR: CHAR except atom-specials "(" ")" "{" SP CTL "%" "*" DQUOTE "\" "]".
-bool is_atom_char(char ch) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c <= 0x20 || c >= 0x7f) return false;
-    switch (c) {
-        case '(':
-        case ')':
-        case '{':
-        case '%':
-        case '*':
-        case '"':
-        case '\\':
-        case ']':
-            return false;
-        default:
-            return true;
-    }
-}
-
-bool is_astring_char(char c) {
-    return is_atom_char(c) || c == ']';
-}
 
 // Characters of an argument token (see the header): %x21-7E except ( ) { ".
 bool is_token_char(char ch) {
@@ -42,16 +22,8 @@ bool is_token_char(char ch) {
     return c != '(' && c != ')' && c != '{' && c != '"';
 }
 
-char upper(char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (upper(a[i]) != upper(b[i])) return false;
-    return true;
-}
+using ascii::iequals;
+using ascii::upper;
 
 bool valid_tag(std::string_view tag) {
     if (tag.empty()) return false;

@@ -6,6 +6,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "common/ascii.h"
 #include "protocol/smtp/smtp_parser.h"  // shared helpers: decode_base64, is_valid_utf8, wipe
 
 namespace gb::protocol::pop3 {
@@ -15,20 +16,8 @@ using smtp::decode_base64;
 using smtp::is_valid_utf8;
 using smtp::wipe;
 
-char upper(char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (upper(a[i]) != upper(b[i])) return false;
-    return true;
-}
-
-bool istarts_with(std::string_view s, std::string_view prefix) {
-    return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
-}
+using ascii::iequals;
+using ascii::istarts_with;
 
 bool is_control(unsigned char c) {
     return c < 0x20 || c == 0x7F;

@@ -5,19 +5,12 @@
 #include <array>
 #include <stdexcept>
 
+#include "common/ascii.h"
+
 namespace gb::protocol::smtp {
 namespace {
 
-char upper(char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (upper(a[i]) != upper(b[i])) return false;
-    return true;
-}
+using ascii::iequals;
 
 bool is_control(unsigned char c) {
     return c < 0x20 || c == 0x7F;

@@ -1,6 +1,8 @@
 // SMTP path, parameter and base64 parsing. See smtp_parser.h for the grammar and the leniencies.
 #include "protocol/smtp/smtp_parser.h"
 
+#include "common/ascii.h"
+
 namespace gb::protocol::smtp {
 namespace {
 
@@ -47,16 +49,8 @@ bool is_atext(unsigned char c) {
     }
 }
 
-char upper(char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (upper(a[i]) != upper(b[i])) return false;
-    return true;
-}
+using ascii::iequals;
+using ascii::upper;
 
 // A cursor over the argument; every accessor is bounds-checked.
 struct Cursor {

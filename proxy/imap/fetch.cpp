@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/ascii.h"
 #include "graph/mail/imap_message.h"
 #include "protocol/imap/imap_format.h"
 #include "protocol/imap/sequence_set.h"
@@ -43,11 +44,7 @@ namespace {
 
 using Item = Session::FetchItem;
 
-std::string upper(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return out;
-}
+using ascii::upper;
 
 // One FETCH attribute atom -> item; nullopt when invalid.
 std::optional<Item> parse_item(const std::string& text) {

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <functional>
 
+#include "common/ascii.h"
 #include "graph/mail/imap_message.h"
 #include "protocol/imap/sequence_set.h"
 #include "proxy/imap/selected.h"
@@ -20,11 +21,7 @@ namespace mi = mail::imap;
 
 namespace {
 
-std::string upper(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return out;
-}
+using ascii::upper;
 
 bool icontains(std::string_view hay, std::string_view needle) {
     if (needle.empty()) return true;

@@ -2,7 +2,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -11,16 +10,14 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <fmt/format.h>
-#include <openssl/ssl.h>
 
 #include <array>
 #include <atomic>
 #include <deque>
-#include <thread>
 
 #include "common/log.h"
+#include "proxy/net/listener.h"
 
 namespace gb::imap {
 
@@ -32,35 +29,16 @@ using asio::use_awaitable;
 struct ImapServer::Impl {
     ServerOptions options;
     SessionServices services;
-    asio::io_context io;
+    net::Listeners listeners;
     asio::thread_pool work;
     std::unique_ptr<asio::ssl::context> tls;
-    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-    std::vector<bool> implicit_tls;
-    std::vector<std::uint16_t> ports;
-    std::vector<std::thread> threads;
-    std::atomic<std::uint64_t> connections{0}, refused{0};
     std::atomic<std::size_t> active{0};
 
     Impl(ServerOptions o, SessionServices s)
         : options(std::move(o)), services(s), work(static_cast<std::size_t>(std::max(1, options.work_threads))) {}
-    awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit);
 };
 
 namespace {
-
-bool is_loopback(const asio::ip::address& a) {
-    if (a.is_v4()) return a.to_v4().is_loopback();
-    auto v6 = a.to_v6();
-    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).is_loopback();
-    return v6.is_loopback();
-}
-
-std::string ip_text(const asio::ip::address& a) {
-    if (a.is_v6() && a.to_v6().is_v4_mapped())
-        return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
-    return a.to_string();
-}
 
 constexpr std::size_t kOutputHigh = 256 * 1024;  // stop producing while this much output is queued
 
@@ -79,8 +57,8 @@ public:
         boost::system::error_code ec;
         auto remote = socket_.remote_endpoint(ec);
         if (!ec) {
-            ip_ = ip_text(remote.address());
-            loopback_ = is_loopback(remote.address());
+            ip_ = net::ip_text(remote.address());
+            loopback_ = net::is_loopback(remote.address());
         }
         ctx_.conn_id = fmt::format("I{}", id);
     }
@@ -329,31 +307,6 @@ awaitable<void> Connection::run() {
 
 }  // namespace
 
-awaitable<void> ImapServer::Impl::accept_loop(tcp::acceptor& acceptor, bool implicit) {
-    for (;;) {
-        boost::system::error_code ec;
-        auto strand = asio::make_strand(io);
-        tcp::socket socket(strand);
-        co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
-        if (ec) {
-            if (!acceptor.is_open()) co_return;
-            continue;
-        }
-        std::uint64_t id = ++connections;
-        if (active.load() >= options.max_connections) {
-            ++refused;
-            std::string msg = "* BYE Too many connections, try again later\r\n";
-            asio::write(socket, asio::buffer(msg), ec);
-            socket.close(ec);
-            continue;
-        }
-        ++active;
-        socket.set_option(tcp::no_delay(true), ec);  // small responses must not wait for delayed ACKs
-        auto conn = std::make_shared<Connection>(*this, std::move(socket), implicit, id);
-        asio::co_spawn(strand, [conn]() { return conn->run(); }, asio::detached);
-    }
-}
-
 ImapServer::ImapServer(ServerOptions options, SessionServices services)
     : impl_(std::make_unique<Impl>(std::move(options), services)) {}
 
@@ -361,55 +314,29 @@ ImapServer::~ImapServer() { stop(); }
 
 void ImapServer::start() {
     Impl& d = *impl_;
-    if (!d.options.tls_cert_pem.empty()) {
-        d.tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
-        d.tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                           asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
-        SSL_CTX_set_min_proto_version(d.tls->native_handle(),
-                                      d.options.tls_min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
-        d.tls->use_certificate_chain(asio::buffer(d.options.tls_cert_pem));
-        d.tls->use_private_key(asio::buffer(d.options.tls_key_pem), asio::ssl::context::pem);
-    }
-    auto bind = [&](const config::ListenAddress& a, bool implicit) {
-        tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
-        auto acc = std::make_unique<tcp::acceptor>(d.io);
-        acc->open(ep.protocol());
-        acc->set_option(asio::socket_base::reuse_address(true));
-        acc->bind(ep);
-        acc->listen(asio::socket_base::max_listen_connections);
-        d.ports.push_back(acc->local_endpoint().port());
-        d.implicit_tls.push_back(implicit);
-        d.acceptors.push_back(std::move(acc));
+    const auto& o = d.options;
+    d.tls = d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version);
+    net::AcceptOptions accept;
+    accept.at_capacity = [&d] { return d.active.load() >= d.options.max_connections; };
+    accept.refusal = "* BYE Too many connections, try again later\r\n";
+    auto spawn = [&d](tcp::socket socket, bool implicit, std::uint64_t id) {
+        ++d.active;
+        net::spawn<Connection>(d, std::move(socket), implicit, id);
     };
-    for (const auto& a : d.options.listen) bind(a, false);
-    if (d.tls)
-        for (const auto& a : d.options.tls_listen) bind(a, true);
-    for (std::size_t i = 0; i < d.acceptors.size(); ++i)
-        asio::co_spawn(d.io, d.accept_loop(*d.acceptors[i], d.implicit_tls[i]), asio::detached);
-    for (int i = 0; i < std::max(1, d.options.io_threads); ++i) d.threads.emplace_back([&d] { d.io.run(); });
+    d.listeners.start(std::move(accept), spawn, o.io_threads);
 }
 
 void ImapServer::stop() {
-    Impl& d = *impl_;
-    for (auto& a : d.acceptors) {
-        asio::post(d.io, [&a] {
-            boost::system::error_code ec;
-            a->close(ec);
-        });
-    }
-    d.io.stop();
-    for (auto& t : d.threads)
-        if (t.joinable()) t.join();
-    d.threads.clear();
-    d.work.join();
+    impl_->listeners.stop();
+    impl_->work.join();
 }
 
-std::vector<std::uint16_t> ImapServer::ports() const { return impl_->ports; }
+std::vector<std::uint16_t> ImapServer::ports() const { return impl_->listeners.ports(); }
 
 ServerStats ImapServer::stats() const {
     ServerStats s;
-    s.connections = impl_->connections;
-    s.refused = impl_->refused;
+    s.connections = impl_->listeners.connections();
+    s.refused = impl_->listeners.refused();
     s.active = impl_->active;
     return s;
 }

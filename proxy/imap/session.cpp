@@ -7,6 +7,7 @@
 #include <set>
 
 #include "auth/crypto.h"
+#include "common/ascii.h"
 #include "protocol/imap/imap_format.h"
 #include "protocol/imap/mutf7.h"
 #include "proxy/imap/selected.h"
@@ -20,17 +21,8 @@ namespace {
 constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                    "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
-std::string upper(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::toupper(static_cast<unsigned char>(x)) == std::toupper(static_cast<unsigned char>(y));
-           });
-}
+using ascii::iequals;
+using ascii::upper;
 
 }  // namespace
 

@@ -1,25 +1,19 @@
 #include "proxy/pop3/server.h"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <fmt/format.h>
-#include <openssl/ssl.h>
 
 #include <array>
-#include <thread>
 
 #include "common/log.h"
 #include "protocol/pop3/pop3_engine.h"
+#include "proxy/net/listener.h"
 
 namespace gb::pop3 {
 
@@ -34,17 +28,13 @@ struct Pop3Server::Impl {
     const smtp::Policy& policy;
     MaildropProvider& provider;
 
-    asio::io_context io;
+    net::Listeners listeners;
     std::unique_ptr<asio::ssl::context> tls;
-    std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-    std::vector<bool> implicit_tls;
-    std::vector<std::uint16_t> ports;
     asio::thread_pool auth_pool{1};  // scrypt checks: one at a time, off the network threads
     asio::thread_pool provider_pool;
     smtp::AuthThrottle throttle;
-    std::vector<std::thread> threads;
 
-    std::atomic<std::uint64_t> connections{0}, refused{0}, logins{0}, auth_failures{0}, retrieved{0}, deleted{0};
+    std::atomic<std::uint64_t> logins{0}, auth_failures{0}, retrieved{0}, deleted{0};
     std::atomic<std::size_t> active{0};
 
     Impl(ServerOptions o, const smtp::Policy& p, MaildropProvider& m)
@@ -54,23 +44,9 @@ struct Pop3Server::Impl {
           provider_pool(static_cast<std::size_t>(std::max(1, options.provider_threads))),
           throttle(options.auth_throttle) {}
 
-    awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit);
 };
 
 namespace {
-
-bool is_loopback(const asio::ip::address& a) {
-    if (a.is_v4()) return a.to_v4().is_loopback();
-    auto v6 = a.to_v6();
-    if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).is_loopback();
-    return v6.is_loopback();
-}
-
-std::string ip_text(const asio::ip::address& a) {
-    if (a.is_v6() && a.to_v6().is_v4_mapped())
-        return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
-    return a.to_string();
-}
 
 // Runs a blocking provider call, turning exceptions into Temporary errors.
 template <typename F>
@@ -98,8 +74,8 @@ public:
         boost::system::error_code ec;
         auto remote = socket_.remote_endpoint(ec);
         if (!ec) {
-            ip_ = ip_text(remote.address());
-            loopback_ = is_loopback(remote.address());
+            ip_ = net::ip_text(remote.address());
+            loopback_ = net::is_loopback(remote.address());
         }
         ctx_.conn_id = fmt::format("P{}", id);
     }
@@ -417,32 +393,6 @@ awaitable<void> Connection::run() {
 
 }  // namespace
 
-awaitable<void> Pop3Server::Impl::accept_loop(tcp::acceptor& acceptor, bool implicit) {
-    for (;;) {
-        boost::system::error_code ec;
-        auto strand = asio::make_strand(io);
-        tcp::socket socket(strand);
-        co_await acceptor.async_accept(socket, asio::redirect_error(use_awaitable, ec));
-        if (ec) {
-            if (!acceptor.is_open()) co_return;
-            continue;
-        }
-        std::uint64_t id = ++connections;
-        if (active.load() >= options.max_connections) {
-            ++refused;
-            if (!implicit) {  // on the TLS port a plaintext line would only be garbage to the client
-                static const std::string msg = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
-                asio::write(socket, asio::buffer(msg), ec);
-            }
-            socket.close(ec);
-            continue;
-        }
-        ++active;
-        auto conn = std::make_shared<Connection>(*this, std::move(socket), implicit, id);
-        asio::co_spawn(strand, [conn]() { return conn->run(); }, asio::detached);
-    }
-}
-
 Pop3Server::Pop3Server(ServerOptions options, const smtp::Policy& policy, MaildropProvider& provider)
     : impl_(std::make_unique<Impl>(std::move(options), policy, provider)) {}
 
@@ -450,56 +400,31 @@ Pop3Server::~Pop3Server() { stop(); }
 
 void Pop3Server::start() {
     Impl& d = *impl_;
-    if (!d.options.tls_cert_pem.empty()) {
-        d.tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
-        d.tls->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                           asio::ssl::context::no_sslv3 | asio::ssl::context::single_dh_use);
-        SSL_CTX_set_min_proto_version(d.tls->native_handle(),
-                                      d.options.tls_min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
-        d.tls->use_certificate_chain(asio::buffer(d.options.tls_cert_pem));
-        d.tls->use_private_key(asio::buffer(d.options.tls_key_pem), asio::ssl::context::pem);
-    }
-    auto bind = [&](const config::ListenAddress& a, bool implicit) {
-        tcp::endpoint ep(asio::ip::make_address(a.host), a.port);
-        auto acc = std::make_unique<tcp::acceptor>(d.io);
-        acc->open(ep.protocol());
-        acc->set_option(asio::socket_base::reuse_address(true));
-        acc->bind(ep);
-        acc->listen(asio::socket_base::max_listen_connections);
-        d.ports.push_back(acc->local_endpoint().port());
-        d.implicit_tls.push_back(implicit);
-        d.acceptors.push_back(std::move(acc));
+    const auto& o = d.options;
+    d.tls = d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version);
+    net::AcceptOptions accept;
+    accept.at_capacity = [&d] { return d.active.load() >= d.options.max_connections; };
+    accept.refusal = "-ERR [SYS/TEMP] Too many connections, try again later\r\n";
+    accept.silent_refusal_on_implicit_tls = true;
+    auto spawn = [&d](tcp::socket socket, bool implicit, std::uint64_t id) {
+        ++d.active;
+        net::spawn<Connection>(d, std::move(socket), implicit, id);
     };
-    for (const auto& a : d.options.listen) bind(a, false);
-    if (d.tls)
-        for (const auto& a : d.options.tls_listen) bind(a, true);
-    for (std::size_t i = 0; i < d.acceptors.size(); ++i)
-        asio::co_spawn(d.io, d.accept_loop(*d.acceptors[i], d.implicit_tls[i]), asio::detached);
-    for (int i = 0; i < std::max(1, d.options.threads); ++i) d.threads.emplace_back([&d] { d.io.run(); });
+    d.listeners.start(std::move(accept), spawn, o.threads);
 }
 
 void Pop3Server::stop() {
-    Impl& d = *impl_;
-    for (auto& a : d.acceptors) {
-        asio::post(d.io, [&a] {
-            boost::system::error_code ec;
-            a->close(ec);
-        });
-    }
-    d.io.stop();
-    for (auto& t : d.threads)
-        if (t.joinable()) t.join();
-    d.threads.clear();
-    d.auth_pool.join();
-    d.provider_pool.join();
+    impl_->listeners.stop();
+    impl_->auth_pool.join();
+    impl_->provider_pool.join();
 }
 
-std::vector<std::uint16_t> Pop3Server::ports() const { return impl_->ports; }
+std::vector<std::uint16_t> Pop3Server::ports() const { return impl_->listeners.ports(); }
 
 ServerStats Pop3Server::stats() const {
     ServerStats s;
-    s.connections = impl_->connections;
-    s.refused_connections = impl_->refused;
+    s.connections = impl_->listeners.connections();
+    s.refused_connections = impl_->listeners.refused();
     s.logins = impl_->logins;
     s.auth_failures = impl_->auth_failures;
     s.messages_retrieved = impl_->retrieved;

@@ -35,23 +35,6 @@ std::uint64_t read_le64(const char* p) {
 
 }  // namespace
 
-std::string normalize_crlf(std::string_view raw) {
-    std::string out;
-    out.reserve(raw.size() + raw.size() / 50);
-    for (std::size_t i = 0; i < raw.size(); ++i) {
-        char c = raw[i];
-        if (c == '\r') {
-            out += "\r\n";
-            if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
-        } else if (c == '\n') {
-            out += "\r\n";
-        } else {
-            out.push_back(c);
-        }
-    }
-    return out;
-}
-
 std::string BodyCache::key(const std::string& mailbox, const std::string& graph_id) {
     return auth::hex_lower(auth::sha256(mailbox + '\n' + graph_id));
 }

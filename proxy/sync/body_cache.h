@@ -18,6 +18,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/text.h"
+
 namespace gb::sync {
 
 struct BodyCacheStats {
@@ -52,6 +54,6 @@ private:
 };
 
 // Bare LF and bare CR become CRLF (IMAP and POP3 serve CRLF lines; sizes are counted after this).
-std::string normalize_crlf(std::string_view raw);
+using gb::normalize_crlf;
 
 }  // namespace gb::sync

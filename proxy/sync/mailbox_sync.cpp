@@ -4,6 +4,7 @@
 #include <chrono>
 #include <unordered_map>
 
+#include "common/ascii.h"
 #include "common/log.h"
 
 namespace gb::sync {
@@ -29,11 +30,7 @@ std::string segment(const std::string& name) {
     return out.empty() ? std::string("(unnamed)") : out;
 }
 
-bool iequals(const std::string& a, const std::string& b) {
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-           });
-}
+using ascii::iequals;
 
 }  // namespace
 

@@ -1,0 +1,103 @@
+// What the SMTP, IMAP and POP3 front ends share below their sessions: the server TLS context, the
+// listening sockets (plain and implicit TLS), the accept loops with the connection cap, and the
+// network threads.
+//
+// Invariants: accepted sockets come with their own strand of the io_context (a connection never
+// changes strand); a connection over the cap gets the protocol's refusal line (if any) and is closed
+// before any protocol code sees it. Nothing here reads from a client.
+#pragma once
+
+#include <utility>  // first: Asio 1.18's awaitable.hpp uses std::exchange without including it
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "proxy/config/config.h"
+
+namespace gb::net {
+
+using tcp = boost::asio::ip::tcp;
+
+// True for 127.0.0.0/8, ::1 and IPv4-mapped loopback (::ffff:127.x.y.z).
+bool is_loopback(const boost::asio::ip::address& a);
+// The address as logged and matched against policy: IPv4-mapped IPv6 as dotted IPv4.
+std::string ip_text(const boost::asio::ip::address& a);
+
+// A TLS server context: TLS 1.2 or later ("1.3": 1.3 only), the certificate chain and the private key
+// (both PEM). nullptr when cert_pem is empty (TLS not configured). Throws on a bad certificate or key.
+std::unique_ptr<boost::asio::ssl::context> make_server_tls(const std::string& cert_pem, const std::string& key_pem,
+                                                           std::string_view min_version);
+
+struct AcceptOptions {
+    std::function<bool()> at_capacity;            // true: refuse the connection just accepted
+    std::string refusal;                          // sent to a refused client before closing ("" = none)
+    bool silent_refusal_on_implicit_tls = false;  // on implicit-TLS ports close without the refusal
+    bool no_delay = true;                         // TCP_NODELAY on accepted sockets
+};
+
+// The listening sockets of one server and the threads running its io_context.
+class Listeners {
+public:
+    // An accepted connection (on its own strand), whether it came in on an implicit-TLS port, and its
+    // id (1, 2, ... counting refused connections too). Runs on a network thread; must not block.
+    using OnAccept = std::function<void(tcp::socket socket, bool implicit, std::uint64_t id)>;
+
+    Listeners() = default;
+    ~Listeners();  // stop()
+    Listeners(const Listeners&) = delete;
+    Listeners& operator=(const Listeners&) = delete;
+
+    // Binds and listens on each address (port 0 = ephemeral, reuse_address set). Throws on failure.
+    void bind(const std::vector<config::ListenAddress>& addresses, bool implicit);
+    // A server's usual set: the TLS context (make_server_tls), then bind(listen, false) and, when TLS is
+    // configured, bind(tls_listen, true). Returns the TLS context (nullptr without TLS).
+    std::unique_ptr<boost::asio::ssl::context> open(const std::vector<config::ListenAddress>& listen,
+                                                    const std::vector<config::ListenAddress>& tls_listen,
+                                                    const std::string& cert_pem, const std::string& key_pem,
+                                                    std::string_view min_version);
+    // Starts the accept loops of every bound address and max(1, threads) threads running the io_context.
+    void start(AcceptOptions options, OnAccept on_accept, int threads);
+    // Closes the acceptors, stops the io_context and joins its threads. Idempotent.
+    void stop();
+
+    // Bound ports in the order of bind() calls.
+    std::vector<std::uint16_t> ports() const { return ports_; }
+    std::uint64_t connections() const { return connections_; }
+    std::uint64_t refused() const { return refused_; }
+
+private:
+    boost::asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit);
+
+    boost::asio::io_context io_;
+    std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+    std::vector<bool> implicit_;
+    std::vector<std::uint16_t> ports_;
+    AcceptOptions options_;
+    OnAccept on_accept_;
+    std::vector<std::thread> threads_;
+    std::atomic<std::uint64_t> connections_{0}, refused_{0};
+};
+
+// For an OnAccept: std::make_shared<Connection>(server, socket, implicit, id)->run() on the socket's
+// strand (run() is a coroutine that keeps its connection alive).
+template <class Connection, class Server>
+void spawn(Server& server, tcp::socket socket, bool implicit, std::uint64_t id) {
+    auto strand = socket.get_executor();
+    auto conn = std::make_shared<Connection>(server, std::move(socket), implicit, id);
+    boost::asio::co_spawn(strand, [conn]() { return conn->run(); }, boost::asio::detached);
+}
+
+}  // namespace gb::net
