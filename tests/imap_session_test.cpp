@@ -162,11 +162,12 @@ TEST_F(ImapSessionTest, ListStatusSelectFetchSearch) {
     std::smatch m;
     ASSERT_TRUE(std::regex_search(out, m, std::regex(R"(\* STATUS INBOX \(MESSAGES (\d+) UNSEEN (\d+) UIDNEXT (\d+) UIDVALIDITY (\d+)\))"))) << out;
     int total = std::stoi(m[1]);
+    std::string validity = m[4];  // copied: m points into `out`, which is about to change
     EXPECT_GE(total, 3);
 
     out = talk(*s, "5 SELECT INBOX\r\n");
     EXPECT_TRUE(has(out, "* " + std::to_string(total) + " EXISTS\r\n")) << out;
-    EXPECT_TRUE(has(out, "[UIDVALIDITY " + std::string(m[4]) + "]")) << out;
+    EXPECT_TRUE(has(out, "[UIDVALIDITY " + validity + "]")) << out;
     EXPECT_TRUE(has(out, "5 OK [READ-ONLY] SELECT completed")) << out;
 
     out = talk(*s, "6 FETCH 1:3 (UID FLAGS)\r\n");
