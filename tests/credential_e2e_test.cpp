@@ -233,3 +233,26 @@ TEST_F(CredentialE2E, AssertionVerifiesWithOpensslAndX5tMatchesItsFingerprint) {
         EXPECT_EQ(std::string(p["jti"].GetString()).size(), 36u);
     }
 }
+
+TEST_F(CredentialE2E, HttpClientVerifiesTlsAndReusesConnections) {
+    // Without the sandbox CA the server is not trusted: the request fails in TLS, nothing is sent.
+    http::Client system_only;
+    http::Request r;
+    r.url = sb_->base() + "/v1.0/users/alice@sandbox.test/mailFolders";
+    auto before = sb_->server().stats().graph_requests;
+    auto refused = system_only.perform(r);
+    EXPECT_EQ(refused.status, 0);
+    EXPECT_FALSE(refused.error.empty());
+    EXPECT_EQ(sb_->server().stats().graph_requests, before);
+    // A CA file that holds no certificate is a configuration error, said at once.
+    std::string empty = ::testing::TempDir() + "/gb_empty_ca.pem";
+    std::ofstream(empty) << "not a certificate\n";
+    http::ClientOptions bad;
+    bad.ca_file = empty;
+    EXPECT_THROW(http::Client{bad}, std::runtime_error);
+    // With it: trusted, on every request (each new easy handle gets the shared, parsed store).
+    http::ClientOptions o;
+    o.ca_file = sb_->ca();
+    http::Client client(o);
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(client.perform(r).status, 401);  // TLS fine; no token
+}
