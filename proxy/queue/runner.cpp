@@ -40,7 +40,9 @@ void Runner::enqueue(QueuedMessage message) {
     {
         std::lock_guard lock(mutex_);
         std::int64_t at = message.next_attempt;
-        due_.emplace(at, std::move(message));
+        std::string mailbox = message.envelope.identity.mailbox;
+        due_[mailbox].emplace(at, std::move(message));
+        ++queued_;
     }
     changed_.notify_one();
 }
@@ -48,15 +50,17 @@ void Runner::enqueue(QueuedMessage message) {
 Runner::RetryResult Runner::retry_now(const std::string& id) {
     std::lock_guard lock(mutex_);
     if (in_flight_ids_.count(id)) return RetryResult::InFlight;
-    for (auto it = due_.begin(); it != due_.end(); ++it) {
-        if (it->second.id != id) continue;
-        QueuedMessage m = std::move(it->second);
-        due_.erase(it);
-        m.next_attempt = 0;
-        paused_until_.erase(m.envelope.identity.mailbox);  // the admin asked for it now
-        due_.emplace(0, std::move(m));
-        changed_.notify_all();
-        return RetryResult::Rescheduled;
+    for (auto& [mailbox, queue] : due_) {
+        for (auto it = queue.begin(); it != queue.end(); ++it) {
+            if (it->second.id != id) continue;
+            QueuedMessage m = std::move(it->second);
+            queue.erase(it);
+            m.next_attempt = 0;
+            paused_until_.erase(mailbox);  // the admin asked for it now
+            queue.emplace(0, std::move(m));
+            changed_.notify_all();
+            return RetryResult::Rescheduled;
+        }
     }
     return RetryResult::Unknown;
 }
@@ -64,14 +68,14 @@ Runner::RetryResult Runner::retry_now(const std::string& id) {
 RunnerStats Runner::stats() const {
     std::lock_guard lock(mutex_);
     RunnerStats s = stats_;
-    s.queued = due_.size();
+    s.queued = queued_;
     s.in_flight = in_flight_;
     return s;
 }
 
 bool Runner::wait_idle(std::chrono::milliseconds timeout) {
     std::unique_lock lock(mutex_);
-    return changed_.wait_for(lock, timeout, [this] { return due_.empty() && in_flight_ == 0; });
+    return changed_.wait_for(lock, timeout, [this] { return queued_ == 0 && in_flight_ == 0; });
 }
 
 void Runner::worker() {
@@ -80,23 +84,23 @@ void Runner::worker() {
         std::int64_t t = now();
         for (auto it = paused_until_.begin(); it != paused_until_.end();)
             it = it->second <= t ? paused_until_.erase(it) : std::next(it);
-        auto pick = due_.end();
-        for (auto it = due_.begin(); it != due_.end() && it->first <= t; ++it) {
-            const std::string& mb = it->second.envelope.identity.mailbox;
-            if (paused_until_.count(mb)) continue;
+        // The mailbox whose next message is due earliest, among those not paused and below their limit.
+        std::multimap<std::int64_t, QueuedMessage>* pick = nullptr;
+        for (auto& [mb, queue] : due_) {
+            if (queue.empty() || queue.begin()->first > t || paused_until_.count(mb)) continue;
             auto busy = in_flight_per_mailbox_.find(mb);
-            if (busy == in_flight_per_mailbox_.end() || busy->second < options_.per_mailbox) {
-                pick = it;
-                break;
-            }
+            if (busy != in_flight_per_mailbox_.end() && busy->second >= options_.per_mailbox) continue;
+            if (!pick || queue.begin()->first < pick->begin()->first) pick = &queue;
         }
-        if (pick == due_.end()) {
+        if (!pick) {
             // Nothing due (or every due message's mailbox is at its limit): wait for a change or a second.
             changed_.wait_for(lock, std::chrono::seconds(1));
             continue;
         }
-        QueuedMessage m = std::move(pick->second);
-        due_.erase(pick);
+        QueuedMessage m = std::move(pick->begin()->second);
+        pick->erase(pick->begin());
+        --queued_;
+        if (pick->empty()) due_.erase(m.envelope.identity.mailbox);
         std::string mailbox = m.envelope.identity.mailbox;
         std::string id = m.id;
         ++in_flight_per_mailbox_[mailbox];

@@ -110,7 +110,10 @@ private:
 
     mutable std::mutex mutex_;
     std::condition_variable changed_;
-    std::multimap<std::int64_t, QueuedMessage> due_;  // by next attempt
+    // Per mailbox, by next attempt: picking the next message costs O(mailboxes), not O(messages) (a burst
+    // of 10,000 messages for one mailbox at its concurrency limit made every wake-up scan all of them).
+    std::map<std::string, std::multimap<std::int64_t, QueuedMessage>> due_;
+    std::size_t queued_ = 0;
     std::map<std::string, int> in_flight_per_mailbox_;
     std::map<std::string, std::int64_t> paused_until_;  // mailbox -> unix seconds (Graph said Retry-After)
     std::set<std::string> in_flight_ids_;
