@@ -74,6 +74,11 @@ struct Client::Impl {
     // connection (profiled: most of the bridge's CPU when several mailboxes deliver at once).
     X509_STORE* store = nullptr;
     CURLSH* share = nullptr;
+    // Freed here, not in ~Client: a constructor that throws (a bad CA file) must not leak them.
+    ~Impl() {
+        if (share) curl_share_cleanup(share);
+        if (store) X509_STORE_free(store);
+    }
     std::mutex share_locks[CURL_LOCK_DATA_LAST];
 
     static void lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
@@ -127,10 +132,7 @@ Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>()) {
     curl_share_setopt(impl_->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 }
 
-Client::~Client() {
-    if (impl_->share) curl_share_cleanup(impl_->share);
-    if (impl_->store) X509_STORE_free(impl_->store);
-}
+Client::~Client() = default;
 
 Response Client::perform(const Request& request) {
     Response r;

@@ -238,52 +238,66 @@ void Session::handle_raw_line(const std::string& line) {
     bad("*", "Unexpected line");
 }
 
+// The command table (RFC 3501 section 6, states per section 3): the states each command is valid in and
+// what runs it. Pipelining (RFC 3501 5.5): commands run one after another in arrival order; the four that
+// end a pipeline enforce it themselves: STARTTLS and LOGOUT stop the session reading (wants_starttls /
+// wants_close), AUTHENTICATE without an initial response and IDLE put the reader in raw-line mode, so
+// the next line is SASL data or DONE, never a command.
+namespace {
+enum StateBit : unsigned { kNotAuth = 1, kAuth = 2, kSelected = 4, kAuthOrSelected = kAuth | kSelected,
+                           kAnyState = kNotAuth | kAuth | kSelected };
+}  // namespace
+
 void Session::handle(const Command& c) {
-    const std::string& n = c.name;
-    bool authed = account_.has_value();
-    bool selected = selected_ != nullptr;
-    // Commands valid in any state.
-    if (n == "CAPABILITY") return cmd_capability(c);
-    if (n == "NOOP") return cmd_noop(c);
-    if (n == "LOGOUT") return cmd_logout(c);
-    if (n == "ID") return cmd_id(c);
-    if (!authed) {
-        if (n == "STARTTLS") return cmd_starttls(c);
-        if (n == "LOGIN") return cmd_login(c);
-        if (n == "AUTHENTICATE") return cmd_authenticate(c);
-        static const std::set<std::string> later = {"SELECT", "EXAMINE", "LIST", "LSUB", "STATUS", "FETCH", "SEARCH",
-                                                    "UID", "IDLE", "ENABLE", "NAMESPACE", "CLOSE", "UNSELECT",
-                                                    "CHECK", "STORE", "COPY", "MOVE", "EXPUNGE", "APPEND",
-                                                    "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE"};
-        if (later.count(n)) return bad(c.tag, "Log in first");
-        return bad(c.tag, "Unknown command");
+    struct Row {
+        const char* name;
+        unsigned states;
+        void (*run)(Session&, const Command&);
+    };
+    static const Row kTable[] = {
+        {"CAPABILITY", kAnyState, [](Session& s, const Command& x) { s.cmd_capability(x); }},
+        {"NOOP", kAnyState, [](Session& s, const Command& x) { s.cmd_noop(x); }},
+        {"LOGOUT", kAnyState, [](Session& s, const Command& x) { s.cmd_logout(x); }},
+        {"ID", kAnyState, [](Session& s, const Command& x) { s.cmd_id(x); }},
+        {"STARTTLS", kNotAuth, [](Session& s, const Command& x) { s.cmd_starttls(x); }},
+        {"LOGIN", kNotAuth, [](Session& s, const Command& x) { s.cmd_login(x); }},
+        {"AUTHENTICATE", kNotAuth, [](Session& s, const Command& x) { s.cmd_authenticate(x); }},
+        {"ENABLE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_enable(x); }},
+        {"NAMESPACE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_namespace(x); }},
+        {"LIST", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_list(x, false); }},
+        {"LSUB", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_list(x, true); }},
+        {"STATUS", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_status(x); }},
+        {"SELECT", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_select(x, false); }},
+        {"EXAMINE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_select(x, true); }},
+        {"IDLE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_idle(x); }},
+        {"APPEND", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"CREATE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"DELETE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"RENAME", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"SUBSCRIBE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"UNSUBSCRIBE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"CHECK", kSelected, [](Session& s, const Command& x) { s.cmd_check(x); }},
+        {"CLOSE", kSelected, [](Session& s, const Command& x) { s.cmd_close(x, false); }},
+        {"UNSELECT", kSelected, [](Session& s, const Command& x) { s.cmd_close(x, true); }},
+        {"FETCH", kSelected, [](Session& s, const Command& x) { s.cmd_fetch(x, false, 0); }},
+        {"SEARCH", kSelected, [](Session& s, const Command& x) { s.cmd_search(x, false, 0); }},
+        {"UID", kSelected, [](Session& s, const Command& x) { s.cmd_uid(x); }},
+        {"STORE", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"COPY", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"MOVE", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"EXPUNGE", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+    };
+    const Row* row = nullptr;
+    for (const auto& r : kTable)
+        if (c.name == r.name) row = &r;
+    if (!row) return bad(c.tag, "Unknown command");
+    unsigned state = !account_ ? kNotAuth : selected_ ? kSelected : kAuth;
+    if (!(row->states & state)) {
+        if (state == kNotAuth) return bad(c.tag, "Log in first");
+        if (row->states == kNotAuth) return bad(c.tag, "Already authenticated");
+        return bad(c.tag, "No mailbox selected");
     }
-    if (n == "STARTTLS" || n == "LOGIN" || n == "AUTHENTICATE") return bad(c.tag, "Already authenticated");
-    if (n == "ENABLE") return cmd_enable(c);
-    if (n == "NAMESPACE") return cmd_namespace(c);
-    if (n == "LIST") return cmd_list(c, false);
-    if (n == "LSUB") return cmd_list(c, true);
-    if (n == "STATUS") return cmd_status(c);
-    if (n == "SELECT") return cmd_select(c, false);
-    if (n == "EXAMINE") return cmd_select(c, true);
-    if (n == "IDLE") return cmd_idle(c);
-    if (n == "APPEND" || n == "CREATE" || n == "DELETE" || n == "RENAME" || n == "SUBSCRIBE" ||
-        n == "UNSUBSCRIBE")
-        return cmd_not_yet(c);
-    if (!selected) {
-        static const std::set<std::string> sel = {"FETCH", "SEARCH", "UID", "CLOSE", "UNSELECT", "CHECK",
-                                                  "STORE", "COPY", "MOVE", "EXPUNGE"};
-        if (sel.count(n)) return bad(c.tag, "No mailbox selected");
-        return bad(c.tag, "Unknown command");
-    }
-    if (n == "CHECK") return cmd_check(c);
-    if (n == "CLOSE") return cmd_close(c, false);
-    if (n == "UNSELECT") return cmd_close(c, true);
-    if (n == "FETCH") return cmd_fetch(c, false, 0);
-    if (n == "SEARCH") return cmd_search(c, false, 0);
-    if (n == "UID") return cmd_uid(c);
-    if (n == "STORE" || n == "COPY" || n == "MOVE" || n == "EXPUNGE") return cmd_not_yet(c);
-    bad(c.tag, "Unknown command");
+    row->run(*this, c);
 }
 
 void Session::cmd_not_yet(const Command& c) {
