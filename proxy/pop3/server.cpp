@@ -32,7 +32,8 @@ struct Pop3Server::Impl {
     std::unique_ptr<asio::ssl::context> tls;
     asio::thread_pool auth_pool{1};  // scrypt checks: one at a time, off the network threads
     asio::thread_pool provider_pool;
-    smtp::AuthThrottle throttle;
+    smtp::AuthThrottle own_throttle;
+    smtp::AuthThrottle& throttle;  // options.shared_throttle, or own_throttle
 
     std::atomic<std::uint64_t> logins{0}, auth_failures{0}, retrieved{0}, deleted{0};
     std::atomic<std::size_t> active{0};
@@ -42,7 +43,8 @@ struct Pop3Server::Impl {
           policy(p),
           provider(m),
           provider_pool(static_cast<std::size_t>(std::max(1, options.provider_threads))),
-          throttle(options.auth_throttle) {}
+          own_throttle(options.auth_throttle),
+          throttle(options.shared_throttle ? *options.shared_throttle : own_throttle) {}
 
 };
 

@@ -76,6 +76,7 @@ struct ServerOptions {
     int threads = 2;                         // network threads
     int provider_threads = 4;                // concurrent MaildropProvider calls
     smtp::AuthThrottle::Options auth_throttle;
+    smtp::AuthThrottle* shared_throttle = nullptr;  // shared with SMTP and IMAP; nullptr = own. Outlives the server.
 };
 
 struct ServerStats {

@@ -187,6 +187,9 @@ struct Bridge::Impl {
     std::unique_ptr<queue::Runner> runner;
     std::unique_ptr<SpoolSink> sink;
     std::unique_ptr<smtp::Policy> policy;
+    // Failed logins per client address, shared by SMTP, IMAP and POP3; declared before the servers so it
+    // outlives them.
+    std::unique_ptr<smtp::AuthThrottle> auth_throttle;
     std::unique_ptr<smtp::SmtpServer> smtp;
     std::size_t recovered = 0;
 
@@ -194,7 +197,6 @@ struct Bridge::Impl {
     std::unique_ptr<sync::StateStore> state;
     std::unique_ptr<sync::BodyCache> cache;
     std::unique_ptr<sync::MailService> mail;
-    std::unique_ptr<smtp::AuthThrottle> imap_throttle;
     std::unique_ptr<imap::ImapServer> imap;
     std::unique_ptr<GraphMaildrop> maildrop;
     std::unique_ptr<pop3::Pop3Server> pop3;
@@ -281,6 +283,8 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     o.tls_key_pem = d.tls.key_pem;
     o.tls_min_version = cfg.tls.min_version;
     o.max_message_size = cfg.smtp.max_message_size;
+    d.auth_throttle = std::make_unique<smtp::AuthThrottle>();
+    o.shared_throttle = d.auth_throttle.get();
     mail::PreparePolicy prepare = ro.prepare;
     o.size_cap = [&d, prepare](const smtp::SenderIdentity& who) -> std::optional<smtp::SizeCap> {
         auto it = d.senders.find(who.app);
@@ -309,7 +313,6 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
             if (it == d.senders.end() || d.mail->mailbox(account.mailbox)) continue;
             d.mail->add_mailbox(account.mailbox, it->second->source());
         }
-        d.imap_throttle = std::make_unique<smtp::AuthThrottle>();
     }
     if (want_pop3) {
         d.maildrop = std::make_unique<GraphMaildrop>(*d.mail);
@@ -320,6 +323,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         po.tls_cert_pem = d.tls.cert_chain_pem;
         po.tls_key_pem = d.tls.key_pem;
         po.tls_min_version = cfg.tls.min_version;
+        po.shared_throttle = d.auth_throttle.get();
         d.pop3 = std::make_unique<pop3::Pop3Server>(po, *d.policy, *d.maildrop);
     }
     if (want_imap) {
@@ -332,7 +336,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         io.tls_min_version = cfg.tls.min_version;
         imap::SessionServices services;
         services.policy = d.policy.get();
-        services.throttle = d.imap_throttle.get();
+        services.throttle = d.auth_throttle.get();
         services.mail = d.mail.get();
         d.imap = std::make_unique<imap::ImapServer>(io, services);
     }

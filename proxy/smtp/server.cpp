@@ -32,13 +32,15 @@ struct SmtpServer::Impl {
     net::Listeners listeners;
     std::unique_ptr<asio::ssl::context> tls;
     asio::thread_pool auth_pool{1};  // scrypt checks: one at a time, off the network threads
-    AuthThrottle throttle;
+    AuthThrottle own_throttle;
+    AuthThrottle& throttle;  // options.shared_throttle, or own_throttle
 
     std::atomic<std::uint64_t> accepted_messages{0}, auth_failures{0};
     std::atomic<std::size_t> active{0};
 
     Impl(ServerOptions o, const Policy& p, MessageSink& s)
-        : options(std::move(o)), policy(p), sink(s), throttle(options.auth_throttle) {}
+        : options(std::move(o)), policy(p), sink(s), own_throttle(options.auth_throttle),
+          throttle(options.shared_throttle ? *options.shared_throttle : own_throttle) {}
 };
 
 namespace {

@@ -74,6 +74,9 @@ struct ServerOptions {
     std::chrono::seconds idle_timeout{300};
     int threads = 2;
     AuthThrottle::Options auth_throttle;
+    // Failed-AUTH bookkeeping shared with the other protocols (so a guesser cannot switch from SMTP to
+    // IMAP to POP3 for fresh attempts); nullptr = this server's own. Must outlive the server.
+    AuthThrottle* shared_throttle = nullptr;
     std::function<std::optional<SizeCap>(const SenderIdentity&)> size_cap;  // optional
 };
 

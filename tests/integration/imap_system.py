@@ -4,7 +4,7 @@
 if they arrived or were changed in Outlook), read with Python's imaplib, curl and mbsync.
 
 Usage: imap_system.py GRAPHBRIDGE_BINARY SCENARIO
-Scenarios: imaplib, curl, restart, mbsync, pop3. Exit status 0 = every check held."""
+Scenarios: imaplib, curl, restart, mbsync, pop3, throttle. Exit status 0 = every check held."""
 import hashlib
 import json
 import urllib.request
@@ -238,6 +238,53 @@ def scenario_pop3(t):
     check(r.returncode == 0 and subjects[1].encode() in r.stdout, "curl pop3:// retrieves message 1")
 
 
+def scenario_throttle(t):
+    """Failed logins count per client address across SMTP, IMAP and POP3: a guesser cannot switch
+    protocols for fresh attempts, and nobody is locked out."""
+    import poplib
+    import smtplib
+    t.start_bridge()
+    m = imaplib.IMAP4("127.0.0.1", t.imap_port, timeout=30)
+    start = time.time()
+    try:
+        m.login("bob", "wrong")
+    except imaplib.IMAP4.error:
+        pass
+    fresh = time.time() - start
+    m.logout()
+    # Two more failures over SMTP (smtplib tries AUTH PLAIN, then AUTH LOGIN): 3, the free allowance.
+    with smtplib.SMTP("127.0.0.1", t.smtp_port, timeout=60) as s:
+        try:
+            s.login("bob", "wrong")
+        except smtplib.SMTPAuthenticationError:
+            pass
+    m = imaplib.IMAP4("127.0.0.1", t.imap_port, timeout=60)
+    start = time.time()
+    try:
+        m.login("bob", "still wrong")
+        check(False, "wrong IMAP password refused")
+    except imaplib.IMAP4.error:
+        pass
+    delayed = time.time() - start
+    m.logout()
+    check(delayed >= 0.9 and delayed > fresh + 0.5,
+          "after 3 failures (1 IMAP, 2 SMTP) the next IMAP failure is answered late: %.2f s (first: %.2f s)"
+          % (delayed, fresh))
+    p = poplib.POP3("127.0.0.1", t.pop3_port, timeout=60)
+    p.user("bob")
+    start = time.time()
+    try:
+        p.pass_("wrong again")
+    except poplib.error_proto:
+        pass
+    later = time.time() - start
+    check(later >= 1.8, "and the POP3 one after it later still: %.2f s (the delay doubles)" % later)
+    m = imaplib.IMAP4("127.0.0.1", t.imap_port, timeout=60)
+    typ, _ = m.login("bob", t.password("bob"))
+    check(typ == "OK", "the right password still works: no lockout")
+    m.logout()
+
+
 def wait_for_subject(t, mailbox, subject, folder, timeout=20):
     end = time.time() + timeout
     while time.time() < end:
@@ -247,7 +294,7 @@ def wait_for_subject(t, mailbox, subject, folder, timeout=20):
     return False
 
 
-SCENARIOS = {"pop3": scenario_pop3, "imaplib": scenario_imaplib, "curl": scenario_curl, "restart": scenario_restart,
+SCENARIOS = {"throttle": scenario_throttle, "pop3": scenario_pop3, "imaplib": scenario_imaplib, "curl": scenario_curl, "restart": scenario_restart,
              "mbsync": scenario_mbsync}
 
 
