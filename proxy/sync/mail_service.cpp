@@ -20,6 +20,17 @@ struct MailService::Box {
     bool tree_synced = false;
 };
 
+namespace {
+SourceError not_configured() { return SourceError{SourceError::Kind::NotFound, "mailbox not configured", {}}; }
+}  // namespace
+
+// Boxes are added before start() and never removed, so the pointer stays valid after the lock.
+MailService::Box* MailService::find_box(const std::string& mailbox) const {
+    std::lock_guard lock(mutex_);
+    auto it = boxes_.find(mailbox);
+    return it == boxes_.end() ? nullptr : it->second.get();
+}
+
 MailService::MailService(StateStore& store, BodyCache& cache, MailServiceOptions options)
     : store_(store), cache_(cache), options_(options) {}
 
@@ -79,13 +90,8 @@ void MailService::stop() {
 }
 
 std::optional<SourceError> MailService::ensure_synced(const std::string& mailbox, const std::string& folder_id) {
-    Box* box = nullptr;
-    {
-        std::lock_guard lock(mutex_);
-        auto it = boxes_.find(mailbox);
-        if (it == boxes_.end()) return SourceError{SourceError::Kind::NotFound, "mailbox not configured", {}};
-        box = it->second.get();
-    }
+    Box* box = find_box(mailbox);
+    if (!box) return not_configured();
     std::lock_guard init(box->init_mutex);
     if (!box->tree_synced) {
         if (auto e = box->sync->sync_folders()) {
@@ -204,13 +210,9 @@ void MailService::run_poll(Box& box, std::vector<std::string> fast_folders, bool
 
 SourceResult<std::string> MailService::body(const std::string& mailbox, const std::string& graph_id) {
     std::string key = mailbox + '\n' + graph_id;
-    MailSource* source = nullptr;
-    {
-        std::lock_guard lock(mutex_);
-        auto it = boxes_.find(mailbox);
-        if (it == boxes_.end()) return SourceError{SourceError::Kind::NotFound, "mailbox not configured", {}};
-        source = it->second->source;
-    }
+    Box* box = find_box(mailbox);
+    if (!box) return not_configured();
+    MailSource* source = box->source;  // fixed after add_mailbox()
     {
         std::unique_lock lock(body_mutex_);
         body_done_.wait(lock, [&] { return !body_in_flight_.count(key); });
@@ -241,13 +243,9 @@ SourceResult<std::string> MailService::body(const std::string& mailbox, const st
 
 std::optional<SourceError> MailService::move(const std::string& mailbox, const std::string& graph_id,
                                              const std::string& destination) {
-    MailSource* source = nullptr;
-    {
-        std::lock_guard lock(mutex_);
-        auto it = boxes_.find(mailbox);
-        if (it == boxes_.end()) return SourceError{SourceError::Kind::NotFound, "mailbox not configured", {}};
-        source = it->second->source;
-    }
+    Box* box = find_box(mailbox);
+    if (!box) return not_configured();
+    MailSource* source = box->source;  // fixed after add_mailbox()
     auto e = source->move(mailbox, graph_id, destination);
     poke(mailbox);
     return e;

@@ -87,6 +87,7 @@ private:
         std::string mailbox, folder_id;
         bool fast = false;
     };
+    Box* find_box(const std::string& mailbox) const;
     void scheduler();
     void run_poll(Box& box, std::vector<std::string> fast_folders, bool full);
 
