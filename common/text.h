@@ -17,6 +17,14 @@ std::string utc_time(std::int64_t unix_seconds);
 // "Sun, 29 Nov 2026 05:03:50 +0000" (RFC 5322 date-time, UTC) from unix seconds.
 std::string rfc5322_date(std::int64_t unix_seconds);
 
+// `s` without leading and trailing SP, HTAB, CR and LF (a header value, a folded line).
+constexpr std::string_view trim_space(std::string_view s) {
+    auto ws = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    while (!s.empty() && ws(s.front())) s.remove_prefix(1);
+    while (!s.empty() && ws(s.back())) s.remove_suffix(1);
+    return s;
+}
+
 // Bare LF and bare CR become CRLF; CRLF is kept.
 std::string normalize_crlf(std::string_view raw);
 

@@ -501,6 +501,132 @@ TEST_F(GraphTest, FolderListPagingAndHidden) {
     EXPECT_EQ(s(inbox, "displayName"), "Inbox");
 }
 
+TEST_F(GraphTest, FolderNamesAreUniqueCaseInsensitivelyUnderOneParent) {
+    const std::string u = "/v1.0/users/bob@sandbox.test";
+    std::string a = json(post_json(u + "/mailFolders", R"({"displayName":"Clients"})"))["id"].GetString();
+    std::string b = json(post_json(u + "/mailFolders", R"({"displayName":"Vendors"})"))["id"].GetString();
+    ASSERT_EQ(post_json(u + "/mailFolders/" + a + "/childFolders", R"({"displayName":"Reports"})").status,
+              201);
+    auto dup = post_json(u + "/mailFolders/" + a + "/childFolders", R"({"displayName":"REPORTS"})");
+    EXPECT_EQ(dup.status, 409);
+    EXPECT_EQ(error_code(dup), "ErrorFolderExists");
+    EXPECT_EQ(s(json(dup)["error"], "message"), "A folder with the specified name already exists.");
+    // the same name under another parent is fine
+    auto other = post_json(u + "/mailFolders/" + b + "/childFolders", R"({"displayName":"reports"})");
+    ASSERT_EQ(other.status, 201);
+    std::string vr = json(other)["id"].GetString();
+    // Exchange folds case beyond ASCII
+    ASSERT_EQ(
+        post_json(u + "/mailFolders/" + a + "/childFolders", "{\"displayName\":\"\xC3\x84rger\"}").status,
+        201);
+    EXPECT_EQ(
+        post_json(u + "/mailFolders/" + a + "/childFolders", "{\"displayName\":\"\xC3\xA4rger\"}").status,
+        409);
+    EXPECT_EQ(
+        post_json(u + "/mailFolders/" + a + "/childFolders", "{\"displayName\":\"\xC3\xA4rger2\"}").status,
+        201);
+
+    // rename: a sibling's name in another case conflicts, a case change of the folder's own name does not
+    EXPECT_EQ(patch(u + "/mailFolders/" + b, R"({"displayName":"clients"})").status, 409);
+    auto own = patch(u + "/mailFolders/" + vr, R"({"displayName":"REPORTS"})");
+    ASSERT_EQ(own.status, 200) << own.body;
+    EXPECT_EQ(s(json(own), "displayName"), "REPORTS");
+
+    // no name, an empty or blank name, or null: 400
+    for (const char* body :
+         {R"({})", R"({"displayName":""})", R"({"displayName":"   "})", R"({"displayName":null})"}) {
+        auto r = post_json(u + "/mailFolders/" + a + "/childFolders", body);
+        EXPECT_EQ(r.status, 400) << body;
+        EXPECT_EQ(error_code(r), "ErrorInvalidParameter") << body;
+    }
+    EXPECT_EQ(post_json(u + "/mailFolders", R"({"displayName":""})").status, 400);
+    EXPECT_EQ(patch(u + "/mailFolders/" + b, R"({"displayName":""})").status, 400);
+    EXPECT_EQ(patch(u + "/mailFolders/" + b, R"({"displayName":null})").status, 400);
+    EXPECT_EQ(s(json(call("GET", u + "/mailFolders/" + b)), "displayName"), "Vendors");
+}
+
+TEST_F(GraphTest, FolderMoveKeepsIdAndContents) {
+    const std::string u = "/v1.0/users/bob@sandbox.test";
+    auto mk = [&](const std::string& parent, const std::string& name) {
+        auto r = parent.empty() ? post_json(u + "/mailFolders", R"({"displayName":")" + name + R"("})")
+                                : post_json(u + "/mailFolders/" + parent + "/childFolders",
+                                            R"({"displayName":")" + name + R"("})");
+        EXPECT_EQ(r.status, 201) << r.body;
+        return std::string(json(r)["id"].GetString());
+    };
+    std::string a = mk("", "A"), b = mk("", "B"), c = mk(a, "C"), d = mk(c, "D");
+    auto filed = post_json(
+        u + "/mailFolders/" + c + "/messages",
+        R"({"subject":"kept","singleValueExtendedProperties":[{"id":"Integer 0x0E07","value":"1"}]})");
+    ASSERT_EQ(filed.status, 201);
+    std::string mid = json(filed)["id"].GetString();
+
+    auto mv = post_json(u + "/mailFolders/" + c + "/move", R"({"destinationId":")" + b + R"("})");
+    ASSERT_EQ(mv.status, 201) << mv.body;
+    auto moved = json(mv);
+    EXPECT_EQ(s(moved, "id"), c);
+    EXPECT_EQ(s(moved, "parentFolderId"), b);
+    EXPECT_EQ(s(moved, "displayName"), "C");
+    EXPECT_EQ(moved["totalItemCount"].GetInt(), 1);
+    EXPECT_NE(s(moved, "@odata.context").find("mailFolders/$entity"), std::string::npos);
+    EXPECT_EQ(json(call("GET", u + "/mailFolders/" + a))["childFolderCount"].GetInt(), 0);
+    EXPECT_EQ(json(call("GET", u + "/mailFolders/" + b))["childFolderCount"].GetInt(), 1);
+    EXPECT_EQ(s(json(call("GET", u + "/mailFolders/" + d)), "parentFolderId"), c);  // the subtree came along
+    auto msg = call("GET", u + "/mailFolders/" + c + "/messages/" + mid);
+    EXPECT_EQ(msg.status, 200);  // messages keep their ids: the folder id did not change
+    EXPECT_EQ(s(json(msg), "parentFolderId"), c);
+
+    // into itself or below itself: 400; the tree is unchanged
+    for (const std::string& dest : {b, c, d}) {
+        auto r = post_json(u + "/mailFolders/" + b + "/move", R"({"destinationId":")" + dest + R"("})");
+        EXPECT_EQ(r.status, 400) << dest << " " << r.body;
+        EXPECT_EQ(error_code(r), "ErrorMoveCopyFailed");
+    }
+    EXPECT_EQ(s(json(call("GET", u + "/mailFolders/" + b)), "parentFolderId"),
+              s(json(call("GET", u + "/mailFolders/msgfolderroot")), "id"));
+
+    // well-known folders stay where they are, even moved by name
+    for (const char* wk : {"inbox", "sentitems", "msgfolderroot"}) {
+        auto r = post_json(u + "/mailFolders/" + wk + "/move", R"({"destinationId":")" + a + R"("})");
+        EXPECT_EQ(r.status, 403) << wk;
+        EXPECT_EQ(error_code(r), "ErrorMoveDistinguishedFolder") << wk;
+    }
+    std::string inbox_id = s(json(call("GET", u + "/mailFolders/inbox")), "id");
+    EXPECT_EQ(
+        post_json(u + "/mailFolders/" + inbox_id + "/move", R"({"destinationId":")" + a + R"("})").status,
+        403);
+
+    // a well-known name as the destination; back to the top with msgfolderroot
+    auto to_trash = post_json(u + "/mailFolders/" + c + "/move", R"({"destinationId":"DeletedItems"})");
+    ASSERT_EQ(to_trash.status, 201);
+    EXPECT_EQ(s(json(to_trash), "parentFolderId"),
+              s(json(call("GET", u + "/mailFolders/deleteditems")), "id"));
+    auto top = post_json(u + "/mailFolders/" + c + "/move", R"({"destinationId":"msgfolderroot"})");
+    ASSERT_EQ(top.status, 201);
+    EXPECT_EQ(s(json(top), "parentFolderId"), s(json(call("GET", u + "/mailFolders/msgfolderroot")), "id"));
+
+    // a name the destination already has (in any case) -> 409
+    mk(a, "c");
+    auto clash = post_json(u + "/mailFolders/" + c + "/move", R"({"destinationId":")" + a + R"("})");
+    EXPECT_EQ(clash.status, 409);
+    EXPECT_EQ(error_code(clash), "ErrorFolderExists");
+
+    EXPECT_EQ(post_json(u + "/mailFolders/" + c + "/move", R"({"destinationId":"nowhere"})").status, 404);
+    EXPECT_EQ(post_json(u + "/mailFolders/nowhere/move", R"({"destinationId":")" + a + R"("})").status, 404);
+    auto no_dest = post_json(u + "/mailFolders/" + c + "/move", R"({})");
+    EXPECT_EQ(no_dest.status, 400);
+    EXPECT_EQ(error_code(no_dest), "ErrorInvalidParameter");
+    auto get = call("GET", u + "/mailFolders/" + c + "/move");
+    EXPECT_EQ(get.status, 405);
+    EXPECT_EQ(get.header("Allow").value_or(""), "POST");
+    AccessToken read_only;
+    read_only.roles = {"Mail.Read"};
+    EXPECT_EQ(call("POST", u + "/mailFolders/" + c + "/move", R"({"destinationId":")" + a + R"("})",
+                   {{"Content-Type", "application/json"}}, &read_only)
+                  .status,
+              403);
+}
+
 // ---- listing
 // ------------------------------------------------------------------------------------------------
 
@@ -548,6 +674,68 @@ TEST_F(GraphTest, ListMessagesPagingOrderAndFilter) {
     auto inbox = json(call("GET", "/v1.0/users/bob@sandbox.test/mailFolders/inbox"));
     EXPECT_EQ(inbox["totalItemCount"].GetInt(), 25);
     EXPECT_EQ(inbox["unreadItemCount"].GetInt(), 24);
+}
+
+TEST_F(GraphTest, FilterByInternetMessageId) {
+    const std::string u = "/v1.0/users/bob@sandbox.test";
+    auto create = [&](const std::string& folder, const std::string& imid) {
+        auto r = post_json(u + "/mailFolders/" + folder + "/messages",
+                           R"({"subject":"s","internetMessageId":")" + imid + R"("})");
+        EXPECT_EQ(r.status, 201) << r.body;
+        return std::string(json(r)["id"].GetString());
+    };
+    std::string one = create("inbox", "<one@example.com>");
+    create("inbox", "<two@example.com>");
+    std::string quote = create("inbox", "<o'brien@example.com>");
+    std::string plus = create("inbox", "<a+b@example.com>");
+    std::string archived = create("archive", "<one@example.com>");  // the same id in another folder
+
+    auto ids = [&](const std::string& url) {
+        auto r = call("GET", url);
+        EXPECT_EQ(r.status, 200) << url << " " << r.body;
+        std::set<std::string> out;
+        auto d = json(r);
+        if (d.IsObject() && d.HasMember("value"))
+            for (const auto& m : d["value"].GetArray()) out.insert(m["id"].GetString());
+        return out;
+    };
+    const std::string in = u + "/mailFolders/inbox/messages?$select=internetMessageId&$filter=";
+    EXPECT_EQ(ids(in + "internetMessageId%20eq%20'%3Cone%40example.com%3E'"), std::set<std::string>{one});
+    EXPECT_EQ(ids(in + "internetMessageId eq '<one@example.com>'"), std::set<std::string>{one});
+    EXPECT_EQ(ids(u + "/messages?$filter=internetMessageId eq '<one@example.com>'"),
+              (std::set<std::string>{one, archived}));
+    EXPECT_EQ(ids(in + "InternetMessageId   eq   '<one@example.com>'"), std::set<std::string>{one});
+    // OData string literal: '' is a quote
+    EXPECT_EQ(ids(in + "internetMessageId eq '<o''brien@example.com>'"), std::set<std::string>{quote});
+    // the query is form-decoded: '+' must travel as %2B
+    EXPECT_EQ(ids(in + "internetMessageId eq '<a%2Bb@example.com>'"), std::set<std::string>{plus});
+    EXPECT_TRUE(ids(in + "internetMessageId eq '<a+b@example.com>'").empty());
+    // exact comparison: no match for another case, a missing bracket or an unknown id
+    EXPECT_TRUE(ids(in + "internetMessageId eq '<ONE@example.com>'").empty());
+    EXPECT_TRUE(ids(in + "internetMessageId eq 'one@example.com'").empty());
+    EXPECT_TRUE(ids(in + "internetMessageId eq '<three@example.com>'").empty());
+    auto selected = json(call("GET", in + "internetMessageId eq '<one@example.com>'"));
+    EXPECT_EQ(s(selected["value"][0], "internetMessageId"), "<one@example.com>");
+
+    // anything else stays a 400, as for filters Graph cannot run
+    for (const char* bad :
+         {"internetMessageId eq '<one@example.com>' and isRead eq true",
+          "internetMessageId ne '<one@example.com>'", "internetMessageId eq '<one@example.com>",
+          "internetMessageId eq \"<one@example.com>\"", "internetMessageId eq <one@example.com>",
+          "internetMessageIdeq '<one@example.com>'", "internetMessageId EQ '<one@example.com>'",
+          "internetMessageId eq '<a@b>' '<c@d>'", "subject eq 'x'"}) {
+        auto r = call("GET", in + bad);
+        EXPECT_EQ(r.status, 400) << bad;
+        EXPECT_EQ(error_code(r), "ErrorInvalidUrlQueryFilter") << bad;
+    }
+    // $orderby on a property that is not in $filter: Graph's InefficientFilter
+    auto ordered =
+        call("GET", in + "internetMessageId eq '<one@example.com>'&$orderby=receivedDateTime desc");
+    EXPECT_EQ(ordered.status, 400);
+    EXPECT_EQ(error_code(ordered), "InefficientFilter");
+    // the isRead filters are unchanged
+    EXPECT_EQ(ids(u + "/mailFolders/inbox/messages?$filter=isRead eq true").size(), 4u);
+    EXPECT_TRUE(ids(u + "/mailFolders/inbox/messages?$filter=isRead eq false").empty());
 }
 
 // ---- delta
@@ -728,6 +916,70 @@ TEST_F(GraphTest, MoveChangesRestIdButNotImmutableId) {
     EXPECT_EQ(api_->count_messages("bob@sandbox.test", "deleteditems"), 0u);
 }
 
+TEST_F(GraphTest, CopyGetsNewIdsKeepsStateAndShowsInDelta) {
+    const std::string u = "/v1.0/users/bob@sandbox.test";
+    const std::vector<std::pair<std::string, std::string>> prefer = {{"Prefer", "IdType=\"ImmutableId\""}};
+    auto created = post_json(u + "/mailFolders/inbox/messages", R"({"subject":"keep me",
+        "internetMessageId":"<copy-src@example.com>","categories":["Blue"],"flag":{"flagStatus":"flagged"},
+        "singleValueExtendedProperties":[{"id":"Integer 0x0E07","value":"1"},
+            {"id":"SystemTime 0x0E06","value":"2024-02-03T04:05:06Z"},
+            {"id":"Integer 0x1081","value":"102"}]})",
+                             prefer);
+    ASSERT_EQ(created.status, 201) << created.body;
+    std::string original = json(created)["id"].GetString();
+    std::string original_rest = json(call("GET", u + "/messages/" + original))["id"].GetString();
+
+    // a delta round of the destination before the copy
+    auto first = json(call("GET", u + "/mailFolders/archive/messages/delta", {}, prefer));
+    EXPECT_EQ(first["value"].Size(), 0u);
+    std::string delta_link = first["@odata.deltaLink"].GetString();
+
+    auto cp = post_json(u + "/messages/" + original + "/copy", R"({"destinationId":"archive"})", prefer);
+    ASSERT_EQ(cp.status, 201) << cp.body;
+    std::string copy_imm = json(cp)["id"].GetString();
+    EXPECT_NE(copy_imm, original);
+    std::string copy_rest = json(call("GET", u + "/messages/" + copy_imm))["id"].GetString();
+    EXPECT_NE(copy_rest, original_rest);
+    EXPECT_NE(copy_rest, copy_imm);
+
+    const std::string q =
+        "?$select=isRead,isDraft,flag,categories,receivedDateTime,internetMessageId,parentFolderId,subject"
+        "&$expand=singleValueExtendedProperties($filter=id eq 'Integer 0x1081')";
+    auto src = json(call("GET", u + "/messages/" + original + q));
+    auto dup = json(call("GET", u + "/messages/" + copy_imm + q));
+    EXPECT_TRUE(dup["isRead"].GetBool());
+    EXPECT_FALSE(dup["isDraft"].GetBool());
+    EXPECT_EQ(s(dup["flag"], "flagStatus"), "flagged");
+    ASSERT_EQ(dup["categories"].Size(), 1u);
+    EXPECT_STREQ(dup["categories"][0].GetString(), "Blue");
+    EXPECT_EQ(s(dup, "receivedDateTime"), "2024-02-03T04:05:06Z");
+    EXPECT_EQ(s(dup, "internetMessageId"), "<copy-src@example.com>");
+    EXPECT_EQ(s(dup["singleValueExtendedProperties"][0], "value"), "102");
+    EXPECT_EQ(s(dup, "parentFolderId"), s(json(call("GET", u + "/mailFolders/archive")), "id"));
+    EXPECT_EQ(s(src, "parentFolderId"), s(json(call("GET", u + "/mailFolders/inbox")), "id"));
+    EXPECT_EQ(value_of("bob@sandbox.test", copy_imm), value_of("bob@sandbox.test", original));
+
+    // the copy is a change of the destination folder; the source folder's round does not see it
+    auto round = json(call("GET", delta_link, {}, prefer));
+    ASSERT_EQ(round["value"].Size(), 1u);
+    EXPECT_EQ(s(round["value"][0], "id"), copy_imm);
+    EXPECT_FALSE(round["value"][0].HasMember("@removed"));
+
+    // move keeps the immutable id; the inbox's delta reports the message as removed
+    auto inbox_round = json(call("GET", u + "/mailFolders/inbox/messages/delta", {}, prefer));
+    std::string inbox_link = inbox_round["@odata.deltaLink"].GetString();
+    auto mv = post_json(u + "/messages/" + original + "/move", R"({"destinationId":"junkemail"})", prefer);
+    ASSERT_EQ(mv.status, 201);
+    EXPECT_EQ(s(json(mv), "id"), original);
+    auto gone = json(call("GET", inbox_link, {}, prefer));
+    ASSERT_EQ(gone["value"].Size(), 1u);
+    EXPECT_EQ(s(gone["value"][0], "id"), original);
+    EXPECT_TRUE(gone["value"][0].HasMember("@removed"));
+    // the copy is independent of the original
+    ASSERT_EQ(patch(u + "/messages/" + copy_imm, R"({"isRead":false})").status, 200);
+    EXPECT_TRUE(json(call("GET", u + "/messages/" + original + "?$select=isRead"))["isRead"].GetBool());
+}
+
 TEST_F(GraphTest, JsonCreateWithMessageFlagsIsNotADraft) {
     const std::string u = "/v1.0/users/bob@sandbox.test";
     auto r = post_json(u + "/mailFolders/inbox/messages", R"({"subject":"appended",
@@ -769,6 +1021,172 @@ TEST_F(GraphTest, JsonCreateWithMessageFlagsIsNotADraft) {
     // MIME-created messages land in Drafts when posted to /messages
     ASSERT_EQ(post_mime(u + "/messages", kMime).status, 201);
     EXPECT_EQ(api_->count_messages("bob@sandbox.test", "drafts"), 1u);
+}
+
+TEST_F(GraphTest, JsonCreateKeepsInternetMessageIdAndReplyProperties) {
+    const std::string u = "/v1.0/users/bob@sandbox.test";
+    auto r = post_json(u + "/mailFolders/inbox/messages", R"({"subject":"Re: plans",
+        "internetMessageId":"<reply-1@example.com>",
+        "from":{"emailAddress":{"address":"carol@example.com"}},
+        "toRecipients":[{"emailAddress":{"address":"bob@sandbox.test"}}],
+        "body":{"contentType":"text","content":"sounds good"},
+        "singleValueExtendedProperties":[{"id":"Integer 0x0E07","value":"1"},
+            {"id":"SystemTime 0x0039","value":"2024-05-01T12:34:56Z"},
+            {"id":"String 0x1042","value":"<parent@example.com>"},
+            {"id":"String 0x1039","value":"<root@example.com> <parent@example.com>"},
+            {"id":"Integer 0x1081","value":"102"}]})");
+    ASSERT_EQ(r.status, 201) << r.body;
+    auto m = json(r);
+    EXPECT_FALSE(m["isDraft"].GetBool());
+    EXPECT_EQ(s(m, "internetMessageId"), "<reply-1@example.com>");
+    EXPECT_EQ(s(m, "sentDateTime"), "2024-05-01T12:34:56Z");
+    std::string id = m["id"].GetString();
+
+    auto sel = json(call("GET", u + "/messages/" + id + "?$select=internetMessageId"));
+    EXPECT_EQ(s(sel, "internetMessageId"), "<reply-1@example.com>");
+    EXPECT_FALSE(sel.HasMember("subject"));
+
+    std::string mime_text = value_of("bob@sandbox.test", id);
+    auto hb = mime::parse_headers(mime_text);
+    ASSERT_TRUE(hb);
+    EXPECT_EQ(hb->get("Message-ID").value_or(""), "<reply-1@example.com>");
+    EXPECT_EQ(hb->get("In-Reply-To").value_or(""), "<parent@example.com>");
+    EXPECT_EQ(hb->get("References").value_or(""), "<root@example.com> <parent@example.com>");
+    EXPECT_EQ(hb->get("Date").value_or(""), "Wed, 01 May 2024 12:34:56 +0000");
+    auto sum = mime::summarize(mime_text);
+    ASSERT_TRUE(sum);
+    EXPECT_EQ(sum->in_reply_to, "<parent@example.com>");
+    EXPECT_EQ(sum->body, "sounds good");
+
+    auto x = json(call("GET", u + "/messages/" + id +
+                                  "?$select=subject&$expand=singleValueExtendedProperties($filter=id eq "
+                                  "'Integer 0x1081' or id eq 'String 0x1042' or id eq 'String 0x1039')"));
+    ASSERT_TRUE(x.HasMember("singleValueExtendedProperties"));
+    std::map<std::string, std::string> props;
+    for (const auto& p : x["singleValueExtendedProperties"].GetArray()) props[s(p, "id")] = s(p, "value");
+    EXPECT_EQ(props["Integer 0x1081"], "102");
+    EXPECT_EQ(props["String 0x1042"], "<parent@example.com>");
+    EXPECT_EQ(props["String 0x1039"], "<root@example.com> <parent@example.com>");
+    // ... and PATCH changes 0x1081 on the non-draft (\Answered -> forwarded)
+    ASSERT_EQ(patch(u + "/messages/" + id,
+                    R"({"singleValueExtendedProperties":[{"id":"Integer 0x1081","value":"104"}]})")
+                  .status,
+              200);
+    auto verb =
+        json(call("GET", u + "/messages/" + id +
+                             "?$expand=singleValueExtendedProperties($filter=id eq 'Integer 0x1081')"));
+    EXPECT_EQ(s(verb["singleValueExtendedProperties"][0], "value"), "104");
+
+    // without internetMessageId the sandbox makes one up, as Exchange does
+    auto gen = json(post_json(u + "/messages", R"({"subject":"new"})"));
+    std::string generated = s(gen, "internetMessageId");
+    EXPECT_EQ(generated.front(), '<');
+    EXPECT_NE(generated.find("@sandbox.test>"), std::string::npos);
+    EXPECT_EQ(value_of("bob@sandbox.test", s(gen, "id")).find("In-Reply-To"), std::string::npos);
+}
+
+TEST_F(GraphTest, LongReferencesAreFoldedInTheGeneratedMime) {
+    std::string refs;
+    for (int i = 0; i < 12; ++i)
+        refs += (refs.empty() ? "" : " ") + ("<ancestor-" + std::to_string(i) + "@lists.example.org>");
+    auto r = post_json(
+        "/v1.0/users/bob@sandbox.test/mailFolders/inbox/messages",
+        R"({"subject":"deep thread","singleValueExtendedProperties":[{"id":"String 0x1039","value":")" +
+            refs + R"("}]})");
+    ASSERT_EQ(r.status, 201) << r.body;
+    std::string mime_text = value_of("bob@sandbox.test", json(r)["id"].GetString());
+    std::string head = mime_text.substr(0, mime_text.find("\r\n\r\n"));
+    std::size_t pos = 0;
+    while (pos < head.size()) {
+        std::size_t eol = head.find("\r\n", pos);
+        if (eol == std::string::npos) eol = head.size();
+        EXPECT_LE(eol - pos, 78u) << head.substr(pos, eol - pos);
+        pos = eol + 2;
+    }
+    auto hb = mime::parse_headers(mime_text);
+    ASSERT_TRUE(hb);
+    EXPECT_EQ(hb->get("References").value_or(""), refs);
+}
+
+TEST_F(GraphTest, InternetMessageIdRules) {
+    const std::string u = "/v1.0/users/bob@sandbox.test";
+    for (const std::string& bad :
+         {std::string(""), std::string("plain@example.com"), std::string("<no-at-sign>"),
+          std::string("<@example.com>"), std::string("<left@>"), std::string("<a b@example.com>"),
+          std::string("<a@b> "), std::string("<<a@b>>"), std::string("<\xC3\xA4@example.com>"),
+          "<" + std::string(490, 'x') + "@example.com>"}) {
+        auto r = post_json(u + "/messages", R"({"subject":"x","internetMessageId":")" + bad + R"("})");
+        EXPECT_EQ(r.status, 400) << bad;
+        EXPECT_EQ(error_code(r), "ErrorInvalidInternetMessageId") << bad;
+    }
+    EXPECT_EQ(post_json(u + "/messages", R"({"internetMessageId":42})").status, 400);
+    std::string longest = "<" + std::string(498 - 12, 'x') + "@example.com>";
+    ASSERT_EQ(longest.size(), 500u);
+    EXPECT_EQ(post_json(u + "/messages", R"({"internetMessageId":")" + longest + R"("})").status, 201);
+    EXPECT_EQ(post_json(u + "/messages", R"({"internetMessageId":null})").status, 201);
+
+    // PATCH: drafts only ("Updatable only if isDraft = true"), and valid
+    std::string draft = json(post_json(u + "/messages", R"({"subject":"d"})"))["id"].GetString();
+    auto p = patch(u + "/messages/" + draft, R"({"internetMessageId":"<patched@example.com>"})");
+    ASSERT_EQ(p.status, 200) << p.body;
+    EXPECT_EQ(s(json(p), "internetMessageId"), "<patched@example.com>");
+    EXPECT_NE(value_of("bob@sandbox.test", draft).find("Message-ID: <patched@example.com>\r\n"),
+              std::string::npos);
+    EXPECT_EQ(error_code(patch(u + "/messages/" + draft, R"({"internetMessageId":"patched"})")),
+              "ErrorInvalidInternetMessageId");
+    // a MIME draft gets its Message-ID field replaced
+    std::string mime_draft = json(post_mime(u + "/messages", kMime))["id"].GetString();
+    ASSERT_EQ(patch(u + "/messages/" + mime_draft, R"({"internetMessageId":"<m2@example.com>"})").status,
+              200);
+    std::string replaced = value_of("bob@sandbox.test", mime_draft);
+    EXPECT_NE(replaced.find("Message-ID: <m2@example.com>\r\n"), std::string::npos);
+    EXPECT_EQ(replaced.find("<q1@sandbox.test>"), std::string::npos);
+    // a PATCHed In-Reply-To shows in a JSON draft's MIME
+    ASSERT_EQ(patch(u + "/messages/" + draft,
+                    R"({"singleValueExtendedProperties":[{"id":"String 0x1042","value":"<p@example.com>"}]})")
+                  .status,
+              200);
+    EXPECT_NE(value_of("bob@sandbox.test", draft).find("In-Reply-To: <p@example.com>\r\n"),
+              std::string::npos);
+
+    std::string sent = json(post_json(
+        u + "/mailFolders/inbox/messages",
+        R"({"subject":"r","singleValueExtendedProperties":[{"id":"Integer 0x0E07","value":"1"}]})"))["id"]
+                           .GetString();
+    auto ro = patch(u + "/messages/" + sent, R"({"internetMessageId":"<other@example.com>"})");
+    EXPECT_EQ(ro.status, 400);
+    EXPECT_EQ(error_code(ro), "ErrorInvalidPropertyUpdateSentMessage");
+}
+
+TEST_F(GraphTest, ExtendedPropertyValuesMustFitTheirType) {
+    const std::string u = "/v1.0/users/bob@sandbox.test";
+    for (const char* prop :
+         {R"({"id":"Integer 0x1081","value":"replied"})", R"({"id":"Integer 0x1081","value":""})",
+          R"({"id":"Integer 0x1081","value":"4294967296"})", R"({"id":"Integer 0x1081","value":" 102"})",
+          R"({"id":"SystemTime 0x1082","value":"yesterday"})", R"({"id":"Boolean 0x0E1F","value":"yes"})"}) {
+        auto r = post_json(u + "/messages",
+                           std::string(R"({"subject":"x","singleValueExtendedProperties":[)") + prop + "]}");
+        EXPECT_EQ(r.status, 400) << prop;
+        EXPECT_EQ(error_code(r), "ErrorInvalidExtendedPropertyValue") << prop;
+    }
+    auto ok =
+        post_json(u + "/mailFolders/inbox/messages",
+                  R"({"subject":"ok","singleValueExtendedProperties":[{"id":"Integer 0x0E07","value":"0"},
+                            {"id":"Integer 0x1081","value":"103"},
+                            {"id":"SystemTime 0x1082","value":"2025-01-02T03:04:05Z"},
+                            {"id":"Boolean 0x0E1F","value":"true"}]})");
+    ASSERT_EQ(ok.status, 201) << ok.body;
+    std::string id = json(ok)["id"].GetString();
+    // a bad value in a PATCH changes nothing, not even the valid members next to it
+    auto bad = patch(u + "/messages/" + id, R"({"isRead":true,
+        "singleValueExtendedProperties":[{"id":"Integer 0x1081","value":"abc"}]})");
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_EQ(error_code(bad), "ErrorInvalidExtendedPropertyValue");
+    auto after = json(call("GET", u + "/messages/" + id +
+                                      "?$select=isRead&$expand=singleValueExtendedProperties($filter=id eq "
+                                      "'Integer 0x1081')"));
+    EXPECT_FALSE(after["isRead"].GetBool());
+    EXPECT_EQ(s(after["singleValueExtendedProperties"][0], "value"), "103");
 }
 
 TEST_F(GraphTest, PatchRulesAndChangeKey) {
@@ -896,6 +1314,42 @@ TEST_F(GraphTest, MailboxOf) {
     EXPECT_EQ(api_->mailbox_of(req), "");
     req.target = "/upload/abc";
     EXPECT_EQ(api_->mailbox_of(req), "");
+}
+
+TEST(GraphRoute, IdsBecomePlaceholdersLiteralsAreKept) {
+    auto route = [](const std::string& target) {
+        HttpRequest req;
+        req.method = "GET";
+        req.target = target;
+        return GraphApi::route_of(req);
+    };
+    const std::string u = "/v1.0/users/Bob%40sandbox.test";
+    EXPECT_EQ(route(u + "/messages/AAMkAGI2xyz="), "/messages/{id}");
+    EXPECT_EQ(route(u + "/messages/AAMkAGI2xyz=/move"), "/messages/{id}/move");
+    EXPECT_EQ(route(u + "/messages/AAMk/$value"), "/messages/{id}/$value");
+    EXPECT_EQ(route(u + "/mailFolders/AAMkAGI2AAEu/messages/delta?$select=id&$top=5"),
+              "/mailfolders/{id}/messages/delta");
+    EXPECT_EQ(route(u + "/mailFolders/Inbox/messages?$top=1"), "/mailfolders/inbox/messages");
+    EXPECT_EQ(route(u + "/mailFolders/RecoverableItemsDeletions"), "/mailfolders/recoverableitemsdeletions");
+    EXPECT_EQ(route(u + "/mailFolders/AAMkF/childFolders"), "/mailfolders/{id}/childfolders");
+    EXPECT_EQ(route(u + "/mailFolders/AAMkF/childFolders/AAMkG/messages/AAMkM"),
+              "/mailfolders/{id}/childfolders/{id}/messages/{id}");
+    EXPECT_EQ(route(u + "/mailFolders/AAMkF/move"), "/mailfolders/{id}/move");
+    EXPECT_EQ(route(u + "/mailFolders/drafts/messages/AAMkM"), "/mailfolders/drafts/messages/{id}");
+    EXPECT_EQ(route(u + "/messages/M/attachments/createUploadSession"),
+              "/messages/{id}/attachments/createuploadsession");
+    EXPECT_EQ(route(u + "/messages/M/attachments/AAMkAtt"), "/messages/{id}/attachments/{id}");
+    EXPECT_EQ(route(u + "/sendMail"), "/sendmail");
+    EXPECT_EQ(route(u + "/mailFolders"), "/mailfolders");
+    EXPECT_EQ(route(u), "");
+    EXPECT_EQ(route("/v1.0/users/cccccccc-0000-4000-8000-000000000003/messages/M"), "/messages/{id}");
+    // not under /users/{user}: the path after /v1.0
+    EXPECT_EQ(route("/v1.0/me/messages/M"), "/me/messages/{id}");
+    EXPECT_EQ(route("/v1.0/$batch"), "/$batch");
+    // hostile bytes are escaped, so the log stays printable JSON text
+    EXPECT_EQ(route(u + "/Bogus%0A%22%C3%A4%25"), "/bogus%0A\"%C3%A4%25");
+    EXPECT_EQ(route(u + "/bad%zz"), "(malformed)");
+    EXPECT_LE(route(u + "/" + std::string(5000, 'a')).size(), 1024u);
 }
 
 }  // namespace

@@ -310,3 +310,89 @@ TEST_F(SandboxServerTest, InjectedFaultsThroughTheAdminApi) {
     EXPECT_GE(d["faults_injected"].GetInt(), 5);
     EXPECT_GE(d["token_requests"].GetInt(), 2);
 }
+
+TEST_F(SandboxServerTest, RequestLogRecordsGraphRequestsWithRoutes) {
+    std::string t = token();
+    HttpCall admin;
+    admin.url = base() + "/sandbox/requests";
+    admin.ca_file = ca();
+    admin.method = "DELETE";
+    ASSERT_EQ(https(admin).status, 204);
+    EXPECT_TRUE(server_->requests().empty());
+
+    const std::string u = "/v1.0/users/alice@sandbox.test";
+    ASSERT_EQ(graph("GET", u + "/mailFolders/Inbox/messages?$top=1&$select=id", t).status, 200);
+    auto created = graph("POST", u + "/messages", t, R"({"subject":"logged"})");
+    ASSERT_EQ(created.status, 201) << created.body;
+    rapidjson::Document c;
+    c.Parse(created.body.c_str());
+    std::string id = c["id"].GetString();
+    ASSERT_EQ(graph("PATCH", u + "/messages/" + id, t, R"({"categories":["x"]})").status, 200);
+    auto moved = graph("POST", u + "/messages/" + id + "/move", t, R"({"destinationId":"archive"})");
+    ASSERT_EQ(moved.status, 201);
+    auto archive = graph("GET", u + "/mailFolders/archive", t);
+    rapidjson::Document a;
+    a.Parse(archive.body.c_str());
+    std::string archive_id = a["id"].GetString();
+    ASSERT_EQ(graph("GET", u + "/mailFolders/" + archive_id + "/messages/delta", t).status, 200);
+    EXPECT_EQ(graph("GET", "/v1.0/users/bob@sandbox.test/messages/nope", t).status, 404);
+    EXPECT_EQ(graph("GET", "/v1.0/users/bob@sandbox.test/mailFolders", "not-a-token").status, 401);
+    HttpCall fault;
+    fault.method = "POST";
+    fault.url = base() + "/sandbox/faults";
+    fault.ca_file = ca();
+    fault.body = R"({"target":"graph","kind":"status","status":503})";
+    ASSERT_EQ(https(fault).status, 204);
+    EXPECT_EQ(graph("DELETE", u + "/messages/" + id, t).status, 503);
+    fault.body = R"({"target":"graph","kind":"reset"})";
+    ASSERT_EQ(https(fault).status, 204);
+    EXPECT_EQ(graph("GET", u + "/mailFolders/sentitems", t).status, 0);  // logged with status 0
+    std::string big(4 * 1024 * 1024 + 100, 'A');
+    EXPECT_EQ(graph("POST", u + "/sendMail", t, big, "text/plain").status, 413);  // refused unread
+    token();  // token requests are not Graph requests
+
+    admin.method = "GET";
+    auto r = https(admin);
+    ASSERT_EQ(r.status, 200);
+    EXPECT_NE(r.header("content-type").find("application/json"), std::string::npos);
+    rapidjson::Document d;
+    d.Parse(r.body.c_str());
+    ASSERT_TRUE(d.IsObject() && d.HasMember("requests") && d["requests"].IsArray()) << r.body;
+    struct Want {
+        const char* method;
+        const char* route;
+        const char* mailbox;
+        int status;
+    };
+    const std::vector<Want> want = {
+        {"GET", "/mailfolders/inbox/messages", "alice@sandbox.test", 200},
+        {"POST", "/messages", "alice@sandbox.test", 201},
+        {"PATCH", "/messages/{id}", "alice@sandbox.test", 200},
+        {"POST", "/messages/{id}/move", "alice@sandbox.test", 201},
+        {"GET", "/mailfolders/archive", "alice@sandbox.test", 200},
+        {"GET", "/mailfolders/{id}/messages/delta", "alice@sandbox.test", 200},
+        {"GET", "/messages/{id}", "bob@sandbox.test", 404},
+        {"GET", "/mailfolders", "bob@sandbox.test", 401},
+        {"DELETE", "/messages/{id}", "alice@sandbox.test", 503},
+        {"GET", "/mailfolders/sentitems", "alice@sandbox.test", 0},
+        {"POST", "/sendmail", "alice@sandbox.test", 413},
+    };
+    const auto& log = d["requests"];
+    ASSERT_EQ(log.Size(), want.size()) << r.body;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        EXPECT_STREQ(log[i]["method"].GetString(), want[i].method) << i;
+        EXPECT_STREQ(log[i]["route"].GetString(), want[i].route) << i;
+        EXPECT_STREQ(log[i]["mailbox"].GetString(), want[i].mailbox) << i;
+        EXPECT_EQ(log[i]["status"].GetInt(), want[i].status) << i;
+    }
+    auto direct = server_->requests();
+    ASSERT_EQ(direct.size(), want.size());
+    EXPECT_EQ(direct[3].route, "/messages/{id}/move");
+
+    admin.method = "DELETE";
+    ASSERT_EQ(https(admin).status, 204);
+    admin.method = "GET";
+    EXPECT_EQ(https(admin).body, R"({"requests":[]})");
+    admin.method = "PUT";
+    EXPECT_EQ(https(admin).status, 404);
+}

@@ -36,6 +36,14 @@ public:
     // Used by the front end for per-mailbox throttling.
     std::string mailbox_of(const HttpRequest& request) const;
 
+    // The request's route for the front end's request log: the path after /v1.0/users/{user} (after
+    // /v1.0 for other paths), literal segments lower-cased, every id in an id position (after
+    // messages, mailFolders, childFolders, attachments) replaced by "{id}" unless it is a well-known
+    // folder name or a literal such as "delta". E.g. "/mailfolders/{id}/messages/delta",
+    // "/mailfolders/inbox/messages", "/messages/{id}/move". Bytes outside printable ASCII are
+    // percent-escaped and the result is capped at 1024 bytes, so it is safe to echo.
+    static std::string route_of(const HttpRequest& request);
+
     // Expire every delta token issued so far (next use answers 410 syncStateNotFound): fault tests.
     void expire_delta_tokens();
 

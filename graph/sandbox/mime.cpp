@@ -1,6 +1,7 @@
 // RFC 5322 / MIME helpers for the emulated Graph mail API (see mime.h). Input is hostile: bounded loops,
 // bounded recursion, no trust in lengths or nesting.
 #include "graph/sandbox/mime.h"
+#include "common/text.h"
 
 #include <algorithm>
 #include <array>
@@ -16,13 +17,7 @@ namespace {
 
 using ascii::lower;
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
-        s.remove_suffix(1);
-    return s;
-}
+constexpr std::string_view trim(std::string_view s) { return trim_space(s); }
 
 // One line starting at pos: [pos, content_end) is the content, next is the start of the following line.
 struct Line {
@@ -219,6 +214,37 @@ std::string one_line(std::string_view s) {
     for (char c : s)
         if (c != '\r' && c != '\n') out.push_back(c);
     return out;
+}
+
+// "Name: w1 w2 ...\r\n" with the words of `value` (split at white space, line breaks dropped) folded
+// onto continuation lines before 78 columns, so that a long References list stays within RFC 5322's
+// line limit. A single word longer than that stays on its own line. "" when there is no word at all.
+std::string fold_words(std::string_view name, std::string_view value) {
+    std::string out(name);
+    out += ":";
+    std::size_t line = out.size();
+    bool any = false;
+    std::string text = one_line(value);
+    std::size_t pos = 0;
+    while (pos < text.size()) {
+        if (text[pos] == ' ' || text[pos] == '\t') {
+            ++pos;
+            continue;
+        }
+        std::size_t end = text.find_first_of(" \t", pos);
+        if (end == std::string::npos) end = text.size();
+        std::string_view word = std::string_view(text).substr(pos, end - pos);
+        if (any && line + 1 + word.size() > 78) {
+            out += "\r\n";
+            line = 0;
+        }
+        out += ' ';
+        out.append(word);
+        line += 1 + word.size();
+        any = true;
+        pos = end;
+    }
+    return any ? out + "\r\n" : std::string();
 }
 
 }  // namespace
@@ -547,6 +573,8 @@ std::string build_message(const BuildFields& f) {
     m += "Subject: " + encode_word_if_needed(one_line(f.subject)) + "\r\n";
     m += "Date: " + format_rfc5322_date(f.date) + "\r\n";
     if (!f.message_id.empty()) m += "Message-ID: " + one_line(f.message_id) + "\r\n";
+    if (!f.in_reply_to.empty()) m += fold_words("In-Reply-To", f.in_reply_to);
+    if (!f.references.empty()) m += fold_words("References", f.references);
     for (const auto& [k, v] : f.extra_headers) m += one_line(k) + ": " + one_line(v) + "\r\n";
     m += "MIME-Version: 1.0\r\n";
     m += f.body_type == "html" ? "Content-Type: text/html; charset=\"utf-8\"\r\n"

@@ -90,6 +90,8 @@ struct BuildFields {
     std::string subject;
     std::int64_t date = 0;
     std::string message_id;                                          // with angle brackets
+    std::string in_reply_to;                                         // "" = no In-Reply-To field
+    std::string references;                                          // "" = no References field
     std::vector<std::pair<std::string, std::string>> extra_headers;  // e.g. X- headers
     std::string body_type = "text";                                  // "text" or "html"
     std::string body;

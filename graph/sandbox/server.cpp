@@ -14,11 +14,14 @@
 #include <fmt/format.h>
 #include <openssl/ssl.h>
 #include <rapidjson/document.h>
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 
 #include <ctime>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -54,6 +57,12 @@ bool ends_with(std::string_view s, std::string_view suffix) {
     return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
+// /{tenant}/oauth2/v2.0/token: the first "/oauth2/v2.0/token" ends the path.
+bool is_token_path(std::string_view path) {
+    auto pos = path.find("/oauth2/v2.0/token");
+    return path.size() > 1 && pos != std::string_view::npos && path.substr(pos) == "/oauth2/v2.0/token";
+}
+
 HttpResponse graph_error(int status, std::string_view code, std::string_view message) {
     std::string id = auth::uuid_v4();
     auto r = HttpResponse::json(status, fmt::format(R"({{"error":{{"code":"{}","message":"{}","innerError":{{"request-id":"{}","date":"{}"}}}}}})",
@@ -84,6 +93,7 @@ struct SandboxServer::Impl {
     int graph_latency_ms = 0;
     ServerStats stats;
     std::uint64_t messages_sent = 0;  // sendMail / .../send answered 202 (admin stats only)
+    std::deque<RequestRecord> request_log;  // the last kRequestLogSize Graph requests
     std::atomic<std::int64_t> clock_offset_s{0};  // shifts the sandbox's clock (assertion time checks)
 
     std::optional<Fault> take_fault(Fault::Target target, std::string_view path, bool after) {
@@ -209,6 +219,38 @@ struct SandboxServer::Impl {
             if (r.index() == 1) return graph_error(400, "BadRequest", std::get<1>(r));
             return HttpResponse::json(201, "{\"id\":\"" + std::get<0>(r) + "\"}");
         }
+        if (path == "/sandbox/requests" && req.method == "GET") {
+            std::deque<RequestRecord> log;
+            {
+                std::lock_guard lock(mutex);
+                log = request_log;
+            }
+            rapidjson::StringBuffer sb;
+            rapidjson::Writer<rapidjson::StringBuffer> w(sb);
+            w.StartObject();
+            w.Key("requests");
+            w.StartArray();
+            for (const auto& r : log) {
+                w.StartObject();
+                w.Key("method");
+                w.String(r.method.c_str(), static_cast<rapidjson::SizeType>(r.method.size()));
+                w.Key("route");
+                w.String(r.route.c_str(), static_cast<rapidjson::SizeType>(r.route.size()));
+                w.Key("mailbox");
+                w.String(r.mailbox.c_str(), static_cast<rapidjson::SizeType>(r.mailbox.size()));
+                w.Key("status");
+                w.Int(r.status);
+                w.EndObject();
+            }
+            w.EndArray();
+            w.EndObject();
+            return HttpResponse::json(200, sb.GetString());
+        }
+        if (path == "/sandbox/requests" && req.method == "DELETE") {
+            std::lock_guard lock(mutex);
+            request_log.clear();
+            return HttpResponse::empty(204);
+        }
         if (path == "/sandbox/tokens/revoke" && req.method == "POST") {
             identity->revoke_issued_tokens();
             return HttpResponse::empty(204);
@@ -245,13 +287,37 @@ struct SandboxServer::Impl {
         return r;
     }
 
-    // Decides the response for one request. May suspend (delays); may ask to reset the connection.
+    void log_request(RequestRecord record) {
+        std::lock_guard lock(mutex);
+        request_log.push_back(std::move(record));
+        while (request_log.size() > kRequestLogSize) request_log.pop_front();
+    }
+
+    // The request log's entry for a Graph request (status still 0); nullopt for token, upload, admin.
+    std::optional<RequestRecord> graph_record(const HttpRequest& req) const {
+        std::string_view path = req.path();
+        if (path.rfind("/v1.0/", 0) != 0 || is_token_path(path)) return std::nullopt;
+        return RequestRecord{req.method, GraphApi::route_of(req), graph->mailbox_of(req), 0};
+    }
+
+    // Decides the response for one request and logs Graph requests with the status the client saw
+    // (injected faults and throttling included), so tests can check exactly which calls were made.
     awaitable<HttpResponse> dispatch(HttpRequest req, bool& reset) {
+        if (req.path().rfind("/sandbox/", 0) == 0) co_return admin(req);
+        std::optional<RequestRecord> record = graph_record(req);
+        HttpResponse response = co_await respond(std::move(req), reset);
+        if (record) {
+            record->status = reset ? 0 : response.status;
+            log_request(std::move(*record));
+        }
+        co_return response;
+    }
+
+    // The response for one non-admin request. May suspend (delays); may ask to reset the connection.
+    awaitable<HttpResponse> respond(HttpRequest req, bool& reset) {
         std::string_view path = req.path();
         Fault::Target target;
-        bool is_token = path.size() > 1 && path.find("/oauth2/v2.0/token") != std::string_view::npos &&
-                        path.substr(path.find("/oauth2/v2.0/token")) == "/oauth2/v2.0/token";
-        if (path.rfind("/sandbox/", 0) == 0) co_return admin(req);
+        bool is_token = is_token_path(path);
         if (is_token) target = Fault::Target::Token;
         else if (path.rfind("/v1.0/", 0) == 0) target = Fault::Target::Graph;
         else if (path.rfind("/upload/", 0) == 0) target = Fault::Target::Upload;
@@ -362,6 +428,13 @@ struct SandboxServer::Impl {
                 response = graph_error(413, "RequestEntityTooLarge",
                                        "The maximum request length supported is 4MB.");
                 response.close = true;
+                HttpRequest head;  // the header was read in full; the body was not
+                head.method = std::string(parser.get().method_string());
+                head.target = std::string(parser.get().target());
+                if (auto record = graph_record(head)) {
+                    record->status = 413;
+                    log_request(std::move(*record));
+                }
             } else if (ec) {
                 break;
             } else {
@@ -484,6 +557,16 @@ void SandboxServer::clear_faults() {
 void SandboxServer::set_graph_latency_ms(int ms) {
     std::lock_guard lock(impl_->mutex);
     impl_->graph_latency_ms = ms;
+}
+
+std::vector<RequestRecord> SandboxServer::requests() const {
+    std::lock_guard lock(impl_->mutex);
+    return {impl_->request_log.begin(), impl_->request_log.end()};
+}
+
+void SandboxServer::clear_requests() {
+    std::lock_guard lock(impl_->mutex);
+    impl_->request_log.clear();
 }
 
 ServerStats SandboxServer::stats() const {

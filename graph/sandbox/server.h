@@ -15,6 +15,11 @@
 //   POST /sandbox/apps/{client_id}              {"enabled":B,"public_client":B,"roles":[...]}: change the app
 //   POST /sandbox/tokens/revoke                 every access token issued so far answers 401 from now on
 //   POST /sandbox/delta/expire                  expire every delta token issued so far
+//   GET  /sandbox/requests                      the request log: {"requests":[{"method":"PATCH",
+//                                                "route":"/messages/{id}","mailbox":"bob@...","status":200},
+//                                                ...]}, oldest first; every /v1.0 request (not token,
+//                                                upload or admin), the last 20,000; see GraphApi::route_of
+//   DELETE /sandbox/requests                    clear the request log
 // The admin API is unauthenticated: the server only ever binds loopback addresses.
 // Hostile input: everything on the socket. Limits: header 16 KiB, body options.max_request_body (413),
 // 30 s to read a request, TLS 1.2+.
@@ -24,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "graph/sandbox/graph_api.h"
 #include "graph/sandbox/identity.h"
@@ -46,6 +52,14 @@ struct Fault {
     std::int64_t aadsts = 0;  // Kind::Aadsts: answer the token request with this AADSTS code
     std::string path_suffix;  // only requests whose path ends with this ("" = any), e.g. "/send"
     bool after = false;       // Status/Reset after the request was carried out (a lost response)
+};
+
+// One Graph request as the client saw it (request log, for tests that check which calls a bridge made).
+struct RequestRecord {
+    std::string method;   // "GET", "PATCH", ...
+    std::string route;    // GraphApi::route_of, e.g. "/mailfolders/{id}/messages/delta"
+    std::string mailbox;  // lower-case address the request addressed; "" if none or unknown
+    int status = 0;       // the status answered; 0 if the connection was reset instead
 };
 
 struct ServerStats {
@@ -77,6 +91,10 @@ public:
     void clear_faults();
     void set_graph_latency_ms(int ms);
     ServerStats stats() const;
+    // The request log (oldest first, the last kRequestLogSize) and clearing it; see GET /sandbox/requests.
+    static constexpr std::size_t kRequestLogSize = 20000;
+    std::vector<RequestRecord> requests() const;
+    void clear_requests();
 
 private:
     struct Impl;
