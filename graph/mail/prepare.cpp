@@ -23,13 +23,7 @@ namespace {
 
 using ascii::lower;
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r' || s.front() == '\n'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
-        s.remove_suffix(1);
-    return s;
-}
+constexpr std::string_view trim(std::string_view s) { return trim_space(s); }
 
 using ascii::iequals;
 
