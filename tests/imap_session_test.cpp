@@ -168,7 +168,9 @@ TEST_F(ImapSessionTest, ListStatusSelectFetchSearch) {
     out = talk(*s, "5 SELECT INBOX\r\n");
     EXPECT_TRUE(has(out, "* " + std::to_string(total) + " EXISTS\r\n")) << out;
     EXPECT_TRUE(has(out, "[UIDVALIDITY " + validity + "]")) << out;
-    EXPECT_TRUE(has(out, "5 OK [READ-ONLY] SELECT completed")) << out;
+    EXPECT_TRUE(has(out, "5 OK [READ-WRITE] SELECT completed")) << out;
+    EXPECT_TRUE(has(out, "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen $Forwarded \\*)]")) << out;
+    EXPECT_TRUE(std::regex_search(out, std::regex(R"(\* OK \[HIGHESTMODSEQ \d+\])"))) << out;
 
     out = talk(*s, "6 FETCH 1:3 (UID FLAGS)\r\n");
     EXPECT_TRUE(has(out, "* 1 FETCH (UID 1 FLAGS (\\Seen))")) << out;
@@ -200,9 +202,13 @@ TEST_F(ImapSessionTest, ListStatusSelectFetchSearch) {
     EXPECT_TRUE(has(out, "13 NO [BADCHARSET")) << out;
     EXPECT_TRUE(has(out, "* SEARCH 1 3\r\n14 OK")) << out;
 
-    // Writes are refused honestly on the read path.
-    out = talk(*s, "15 STORE 1 +FLAGS (\\Seen)\r\n16 LOGOUT\r\n");
-    EXPECT_TRUE(has(out, "15 NO [CANNOT]")) << out;
+    // EXAMINE opens read-only: writes are refused, BODY[] does not set \\Seen.
+    out = talk(*s, "15 EXAMINE INBOX\r\n15a STORE 2 +FLAGS (\\Seen)\r\n15b FETCH 2 BODY[TEXT]\r\n15c FETCH 2 FLAGS\r\n"
+                   "16 LOGOUT\r\n");
+    EXPECT_TRUE(has(out, "15 OK [READ-ONLY] EXAMINE completed")) << out;
+    EXPECT_TRUE(has(out, "* OK [PERMANENTFLAGS ()]")) << out;
+    EXPECT_TRUE(has(out, "15a NO [READ-ONLY]")) << out;
+    EXPECT_TRUE(has(out, "* 2 FETCH (FLAGS ())\r\n15c OK")) << out;
     EXPECT_TRUE(has(out, "* BYE")) << out;
     EXPECT_TRUE(s->wants_close());
 }

@@ -5,11 +5,13 @@
 
 #include <filesystem>
 #include <map>
+#include <thread>
 
 #include "auth/keystore.h"
 #include "graph/http/graph_client.h"
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mailbox_sync.h"
+#include "proxy/sync/sent_registry.h"
 #include "proxy/sync/state_store.h"
 #include "support/graph_access.h"
 #include "support/test_sandbox.h"
@@ -107,6 +109,72 @@ TEST(SqliteStore, FlagChangesBumpModseqAndKeepTheLocalDeletedBit) {
     c = s->apply("bob@x", "F1", {k}, false, "l", 4);
     EXPECT_EQ(c.changed, (std::vector<std::uint32_t>{2}));
     EXPECT_EQ(s->message("bob@x", "F1", 2)->keywords, k.keywords);
+}
+
+TEST(SqliteStore, LocalWritesAssignUidsAtOnceAndTheDeltaFindsThemKnown) {
+    auto path = temp_db("writes");
+    {
+        auto s = open_sqlite_store(path);
+        s->replace_folders("bob@x", {folder("F1", "INBOX"), folder("F2", "Archive")});
+        s->apply("bob@x", "F1", {msg("a", 1), msg("b", 2)}, false, "l", 1);
+        std::uint64_t m0 = s->folder("bob@x", "F1")->highestmodseq;
+        // STORE: flags and keywords change, each change takes the next modseq; kDeleted is stored.
+        auto c = s->set_flags("bob@x", "F1", {{1, kSeen | kDeleted, {"Red"}}, {2, 0, {}}, {99, kSeen, {}}});
+        EXPECT_EQ(c.changed, (std::vector<std::uint32_t>{1}));  // 2 unchanged, 99 unknown
+        EXPECT_EQ(c.highestmodseq, m0 + 1);
+        EXPECT_EQ(s->message("bob@x", "F1", 1)->flags, kSeen | kDeleted);
+        EXPECT_EQ(s->message("bob@x", "F1", 1)->modseq, m0 + 1);
+        // COPY/APPEND into F2: UIDs at once (COPYUID), and a known id keeps its UID.
+        auto [u, ch] = s->add_known("bob@x", "F2", {msg("x", 5, kSeen), msg("y", 6)});
+        EXPECT_EQ(u, (std::vector<std::uint32_t>{1, 2}));
+        EXPECT_EQ(ch.added, (std::vector<std::uint32_t>{1, 2}));
+        EXPECT_EQ(ch.uidnext, 3u);
+        auto again = s->add_known("bob@x", "F2", {msg("y", 6, kFlagged)});
+        EXPECT_EQ(again.first, (std::vector<std::uint32_t>{2}));
+        EXPECT_EQ(again.second.changed, (std::vector<std::uint32_t>{2}));
+        // The next delta round reports x and y as created: known, no new UIDs, nothing added.
+        c = s->apply("bob@x", "F2", {msg("x", 5, kSeen), msg("y", 6, kFlagged)}, false, "l", 2);
+        EXPECT_TRUE(c.added.empty());
+        EXPECT_EQ(uids(*s, "F2"), (std::vector<std::uint32_t>{1, 2}));
+        // EXPUNGE / MOVE out: removed at once; the delta's @removed later is a no-op.
+        c = s->remove_messages("bob@x", "F1", {1, 42});
+        EXPECT_EQ(c.removed, (std::vector<std::uint32_t>{1}));
+        c = s->apply("bob@x", "F1", {gone("a")}, false, "l", 3);
+        EXPECT_TRUE(c.empty());
+        // A delta update keeps the local \Deleted bit.
+        s->set_flags("bob@x", "F1", {{2, kDeleted, {}}});
+        s->apply("bob@x", "F1", {msg("b", 2, kSeen)}, false, "l", 4);
+        EXPECT_EQ(s->message("bob@x", "F1", 2)->flags, kSeen | kDeleted);
+        s->set_subscribed("bob@x", "F2", false);
+    }
+    // Everything above is persistent; a removed UID is never handed out again.
+    auto s = open_sqlite_store(path);
+    EXPECT_FALSE(s->folder("bob@x", "F2")->subscribed);
+    EXPECT_TRUE(s->folder("bob@x", "F1")->subscribed);
+    EXPECT_EQ(s->message("bob@x", "F1", 2)->flags, kSeen | kDeleted);
+    auto [u, ch] = s->add_known("bob@x", "F1", {msg("a", 1)});
+    EXPECT_EQ(u, (std::vector<std::uint32_t>{3}));
+}
+
+TEST(SentRegistry, MatchesTheSameMessageByIdAndBodyWithinTheWindowOnly) {
+    SentRegistry r(std::chrono::seconds(60), 3);
+    std::string sent = "From: a@x\r\nBcc: z@y\r\nMessage-ID: <m1@x>\r\nSubject: s\r\n\r\nbody line\r\n";
+    // The client's own copy: other headers, LF line ends, a trailing empty line: still the same message.
+    std::string appended = "Subject: s\nMessage-Id:\n <m1@x>\nFrom: A <a@x>\n\nbody line\n\n";
+    r.record("bob@x", sent);
+    EXPECT_EQ(r.match("bob@x", appended), "<m1@x>");
+    EXPECT_EQ(r.match("BOB@x", appended), "<m1@x>");
+    EXPECT_FALSE(r.match("eve@x", appended));  // another mailbox
+    EXPECT_FALSE(r.match("bob@x", "Message-ID: <m1@x>\r\n\r\nanother body\r\n"));
+    EXPECT_FALSE(r.match("bob@x", "Subject: s\r\n\r\nbody line\r\n"));  // no Message-ID: never matched
+    // Bounded: the oldest entries go.
+    for (int i = 0; i < 3; ++i) r.record("bob@x", "Message-ID: <n" + std::to_string(i) + "@x>\r\n\r\nb\r\n");
+    EXPECT_EQ(r.size(), 3u);
+    EXPECT_FALSE(r.match("bob@x", appended));
+    SentRegistry expired(std::chrono::seconds(0), 10);
+    expired.record("bob@x", sent);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_FALSE(expired.match("bob@x", appended));
 }
 
 TEST(SqliteStore, CompleteRoundReconcilesKeepingSurvivorsUids) {

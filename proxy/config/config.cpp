@@ -641,6 +641,11 @@ Config load(const std::string& path) {
                     if (!size || *size < 1024 * 1024) s.problem("cache_size", "must be a size of at least 1MB, e.g. \"1GB\"");
                     else cfg.imap.cache_size = *size;
                 }
+                if (auto v = s.str("trash_expunge", false)) {
+                    if (*v != "permanent" && *v != "recoverable")
+                        s.problem("trash_expunge", "must be \"permanent\" or \"recoverable\"");
+                    else cfg.imap.trash_expunge = *v;
+                }
             }
             s.finish();
         }

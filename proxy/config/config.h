@@ -107,6 +107,9 @@ struct ImapConfig : ListenerSet {
     std::int64_t poll_interval_ms = 15000;      // mailboxes with a session open
     std::int64_t idle_poll_interval_ms = 3000;  // a folder a client IDLEs on
     std::uint64_t cache_size = 1024ull * 1024 * 1024;  // message bodies on disk
+    // EXPUNGE inside Deleted Items: "permanent" (POST permanentDelete: gone for good, the IMAP meaning)
+    // or "recoverable" (DELETE: into Recoverable Items, restorable by the user or an admin for 14+ days).
+    std::string trash_expunge = "permanent";
 };
 
 // The outbound queue: how long and how often delivery is retried.

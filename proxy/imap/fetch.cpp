@@ -57,6 +57,7 @@ std::optional<Item> parse_item(const std::string& text) {
     if (u == "BODYSTRUCTURE") return simple(Item::Kind::BodyStructure, "BODYSTRUCTURE");
     if (u == "BODY") return simple(Item::Kind::Body, "BODY");
     if (u == "UID") return simple(Item::Kind::Uid, "UID");
+    if (u == "MODSEQ") return simple(Item::Kind::ModSeq, "MODSEQ");
     if (u == "RFC822" || u == "RFC822.HEADER" || u == "RFC822.TEXT") {
         auto sec = mi::parse_section(u == "RFC822" ? "" : u == "RFC822.HEADER" ? "HEADER" : "TEXT");
         if (!sec) return std::nullopt;
@@ -124,31 +125,59 @@ std::optional<std::vector<Session::FetchItem>> Session::parse_fetch_items(const 
 }
 
 void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
-    if (c.args.size() != first + 2 || !c.args[first].is_atom()) return bad(c.tag, "FETCH needs a sequence set and items");
-    auto set = pi::parse_sequence_set(c.args[first].text);
-    if (!set) return bad(c.tag, "Invalid sequence set");
+    // FETCH set items [(CHANGEDSINCE n)]   (RFC 7162 3.1.4)
+    if ((c.args.size() != first + 2 && c.args.size() != first + 3) || !c.args[first].is_atom())
+        return bad(c.tag, "FETCH needs a sequence set and items");
+    if (!pi::parse_sequence_set(c.args[first].text)) return bad(c.tag, "Invalid sequence set");
     auto items = parse_fetch_items(c.args[first + 1]);
     if (!items) return bad(c.tag, "Invalid FETCH items");
+    std::optional<std::uint64_t> changed_since;
+    if (c.args.size() == first + 3) {
+        const auto& m = c.args[first + 2];
+        if (!m.is_list() || m.items.size() != 2 || !m.items[0].is_atom("CHANGEDSINCE") || !m.items[1].is_atom() ||
+            m.items[1].text.empty() || m.items[1].text.size() > 20 ||
+            !std::all_of(m.items[1].text.begin(), m.items[1].text.end(), ::isdigit))
+            return bad(c.tag, "Invalid FETCH modifier");
+        changed_since = std::stoull(m.items[1].text);
+    }
+    bool wants_modseq = changed_since.has_value();
+    bool sets_seen = false;
+    for (const auto& it : *items) {
+        wants_modseq = wants_modseq || it.kind == FetchItem::Kind::ModSeq;
+        sets_seen = sets_seen || (it.kind == FetchItem::Kind::Section && !it.peek);
+    }
+    if (wants_modseq) enable_condstore();
+    // BODY[...] (not PEEK) sets \Seen in a read-write mailbox (RFC 3501 6.4.5): stored first (one PATCH
+    // per unseen message), so the FLAGS the client is told are what Microsoft 365 has.
+    if (sets_seen && !selected_->read_only) {
+        if (auto uids = resolve_set(c.args[first], uid)) {
+            std::vector<std::uint32_t> unseen;
+            for (const auto& m : selected_->messages())
+                if (!(m.flags & sync::kSeen) && std::binary_search(uids->begin(), uids->end(), m.uid)) unseen.push_back(m.uid);
+            if (!unseen.empty()) {
+                sync::MailService::FlagOp op;
+                op.flags = sync::kSeen;
+                auto r = svc_.mail->store_flags(account_->mailbox, selected_->folder.folder_id, unseen, op);
+                if (r.error)
+                    log::Logger::instance().write(log::Level::Warn, "imap", &ctx_, "could not set \\Seen",
+                                                  {{"error", r.error->message}});
+                flush_updates(false);
+            }
+        }
+    }
     const auto& msgs = selected_->messages();
     auto job = std::make_unique<FetchJob>();
     job->tag = c.tag;
     job->uid = uid;
+    job->modseq = wants_modseq;
     job->items = std::move(*items);
-    if (uid) {
-        std::uint32_t star = msgs.empty() ? 0 : msgs.back().uid;
-        auto ranges = set->ranges(star);
-        // Walk the view once; ranges are sorted.
-        std::size_t r = 0;
-        for (std::size_t i = 0; i < msgs.size() && r < ranges.size(); ++i) {
-            while (r < ranges.size() && ranges[r].second < msgs[i].uid) ++r;
-            if (r < ranges.size() && msgs[i].uid >= ranges[r].first) job->indexes.push_back(i);
-        }
-    } else {
-        auto max = static_cast<std::uint32_t>(msgs.size());
-        for (const auto& [a, b] : set->ranges(max)) {
-            if (b > max) return bad(c.tag, "Sequence number out of range");
-            for (std::uint32_t n = a; n <= b; ++n) job->indexes.push_back(n - 1);
-        }
+    auto indexes = resolve_indexes(c.args[first], uid);
+    if (!indexes) return bad(c.tag, "Sequence number out of range");
+    job->indexes = std::move(*indexes);
+    if (changed_since) {
+        auto& ix = job->indexes;
+        ix.erase(std::remove_if(ix.begin(), ix.end(), [&](std::size_t i) { return msgs[i].modseq <= *changed_since; }),
+                 ix.end());
     }
     job_ = std::move(job);
     step();
@@ -170,11 +199,18 @@ void Session::run_fetch() {
             if (!first) line += ' ';
             first = false;
         };
-        bool has_uid = false;
-        for (const auto& it : job.items) has_uid = has_uid || it.kind == FetchItem::Kind::Uid;
+        bool has_uid = false, has_modseq = false;
+        for (const auto& it : job.items) {
+            has_uid = has_uid || it.kind == FetchItem::Kind::Uid;
+            has_modseq = has_modseq || it.kind == FetchItem::Kind::ModSeq;
+        }
         if (job.uid && !has_uid) {
             sep();
             line += "UID " + std::to_string(m.uid);
+        }
+        if (job.modseq && !has_modseq) {
+            sep();
+            line += "MODSEQ (" + std::to_string(m.modseq) + ")";
         }
         bool failed = false;
         for (const auto& it : job.items) {
@@ -182,6 +218,10 @@ void Session::run_fetch() {
                 case FetchItem::Kind::Uid:
                     sep();
                     line += "UID " + std::to_string(m.uid);
+                    break;
+                case FetchItem::Kind::ModSeq:
+                    sep();
+                    line += "MODSEQ (" + std::to_string(m.modseq) + ")";
                     break;
                 case FetchItem::Kind::Flags:
                     sep();

@@ -102,7 +102,7 @@ std::optional<std::int64_t> parse_rfc5322_date(std::string_view s) {
 struct Key {
     enum class K {
         All, And, Or, Not, Flag, NoFlag, Keyword, NoKeyword, New, Old, Recent, Before, On, Since, SentBefore,
-        SentOn, SentSince, Larger, Smaller, Uid, Seq, Header, Body, Text
+        SentOn, SentSince, Larger, Smaller, Uid, Seq, Header, Body, Text, ModSeq
     } k = K::All;
     std::uint32_t flag = 0;
     std::string a, b;  // Header: field name, value; Body/Text: value; Keyword: name
@@ -131,6 +131,7 @@ public:
         return and_key;
     }
     std::string error;
+    bool used_modseq = false;  // a MODSEQ key: the response carries (MODSEQ n) (RFC 7162 3.1.5)
 
 private:
     static std::optional<std::string> str(const std::vector<protocol::imap::Value>& a, std::size_t& p) {
@@ -239,6 +240,21 @@ private:
             key.kids.push_back(std::move(*k2));
             return key;
         }
+        if (u == "MODSEQ") {
+            // MODSEQ [entry-name entry-type-req] mod-sequence-valzer; entries are all one counter here.
+            if (p + 2 < a.size() && a[p].is_string() && a[p + 1].is_atom()) {
+                std::string t = upper(a[p + 1].text);
+                if (t != "PRIV" && t != "SHARED" && t != "ALL") return std::nullopt;
+                p += 2;
+            }
+            if (p >= a.size() || !a[p].is_atom()) return std::nullopt;
+            const std::string& n = a[p++].text;
+            if (n.empty() || n.size() > 20 || !std::all_of(n.begin(), n.end(), ::isdigit)) return std::nullopt;
+            key.k = Key::K::ModSeq;
+            key.n = std::stoull(n);
+            used_modseq = true;
+            return key;
+        }
         if (u == "UID") {
             if (p >= a.size() || !a[p].is_atom()) return std::nullopt;
             key.set = pi::parse_sequence_set(a[p++].text);
@@ -309,6 +325,7 @@ bool eval(const Key& k, Context& c) {
             std::int64_t d = day_of(sent);
             return k.k == Key::K::SentBefore ? d < k.date : k.k == Key::K::SentOn ? d == k.date : d >= k.date;
         }
+        case Key::K::ModSeq: return c.m.modseq >= k.n;
         case Key::K::Larger: return c.m.size > k.n;
         case Key::K::Smaller: return c.m.size < k.n;
         case Key::K::Uid: return k.set->contains(c.m.uid, c.max_uid);
@@ -351,15 +368,21 @@ void Session::cmd_search(const Command& c, bool uid, std::size_t first) {
     if (!key) return bad(c.tag, "Invalid search criteria");
     const auto& msgs = selected_->messages();
     std::uint32_t max_uid = msgs.empty() ? 0 : msgs.back().uid;
+    if (parser.used_modseq) enable_condstore();
     std::string hits;
+    std::uint64_t highest = 0;
     bool unavailable = false;
     for (std::size_t i = 0; i < msgs.size(); ++i) {
         MessageData data(*this, msgs[i]);
         Context ctx{msgs[i], static_cast<std::uint32_t>(i + 1), static_cast<std::uint32_t>(msgs.size()), max_uid,
                     [&] { return data.raw(); }, [&] { return data.index(); }};
-        if (eval(*key, ctx)) hits += " " + std::to_string(uid ? msgs[i].uid : i + 1);
+        if (eval(*key, ctx)) {
+            hits += " " + std::to_string(uid ? msgs[i].uid : i + 1);
+            highest = std::max(highest, msgs[i].modseq);
+        }
         unavailable = unavailable || ctx.unavailable;
     }
+    if (parser.used_modseq && !hits.empty()) hits += " (MODSEQ " + std::to_string(highest) + ")";
     untagged("SEARCH" + hits);
     flush_updates(uid);  // no EXPUNGE after SEARCH (RFC 3501 7.4.1)
     if (unavailable) return no(c.tag, "[UNAVAILABLE] Some messages could not be read from Microsoft 365; try again");

@@ -24,7 +24,7 @@ struct Session::Selected {
 };
 
 struct Session::FetchItem {
-    enum class Kind { Flags, InternalDate, Size, Envelope, BodyStructure, Body, Uid, Section } kind;
+    enum class Kind { Flags, InternalDate, Size, Envelope, BodyStructure, Body, Uid, ModSeq, Section } kind;
     std::string label;                            // response item name, e.g. "BODY[HEADER]" or "RFC822"
     std::optional<mail::imap::Section> section;  // Kind::Section
     bool peek = true;

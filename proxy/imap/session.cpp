@@ -139,8 +139,8 @@ void Session::ok(const std::string& tag, std::string_view text) { tagged(tag, st
 bool Session::login_allowed() const { return cfg_.tls_active || cfg_.loopback; }
 
 std::string Session::capabilities() const {
-    std::string c = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT CHILDREN SPECIAL-USE LIST-EXTENDED "
-                    "LIST-STATUS";
+    std::string c = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE CHILDREN "
+                    "SPECIAL-USE LIST-EXTENDED LIST-STATUS";
     if (cfg_.tls_available && !cfg_.tls_active && !account_) c += " STARTTLS";
     if (!account_) c += login_allowed() ? " AUTH=PLAIN" : " LOGINDISABLED";
     return c;
@@ -270,22 +270,22 @@ void Session::handle(const Command& c) {
         {"SELECT", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_select(x, false); }},
         {"EXAMINE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_select(x, true); }},
         {"IDLE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_idle(x); }},
-        {"APPEND", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"CREATE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"DELETE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"RENAME", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"SUBSCRIBE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"UNSUBSCRIBE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"APPEND", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_append(x); }},
+        {"CREATE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_create(x); }},
+        {"DELETE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_delete(x); }},
+        {"RENAME", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_rename(x); }},
+        {"SUBSCRIBE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_subscribe(x, true); }},
+        {"UNSUBSCRIBE", kAuthOrSelected, [](Session& s, const Command& x) { s.cmd_subscribe(x, false); }},
         {"CHECK", kSelected, [](Session& s, const Command& x) { s.cmd_check(x); }},
         {"CLOSE", kSelected, [](Session& s, const Command& x) { s.cmd_close(x, false); }},
         {"UNSELECT", kSelected, [](Session& s, const Command& x) { s.cmd_close(x, true); }},
         {"FETCH", kSelected, [](Session& s, const Command& x) { s.cmd_fetch(x, false, 0); }},
         {"SEARCH", kSelected, [](Session& s, const Command& x) { s.cmd_search(x, false, 0); }},
         {"UID", kSelected, [](Session& s, const Command& x) { s.cmd_uid(x); }},
-        {"STORE", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"COPY", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"MOVE", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
-        {"EXPUNGE", kSelected, [](Session& s, const Command& x) { s.cmd_not_yet(x); }},
+        {"STORE", kSelected, [](Session& s, const Command& x) { s.cmd_store(x, false, 0); }},
+        {"COPY", kSelected, [](Session& s, const Command& x) { s.cmd_copy(x, false, 0, false); }},
+        {"MOVE", kSelected, [](Session& s, const Command& x) { s.cmd_copy(x, false, 0, true); }},
+        {"EXPUNGE", kSelected, [](Session& s, const Command& x) { s.cmd_expunge(x, false, 0); }},
     };
     const Row* row = nullptr;
     for (const auto& r : kTable)
@@ -298,12 +298,6 @@ void Session::handle(const Command& c) {
         return bad(c.tag, "No mailbox selected");
     }
     row->run(*this, c);
-}
-
-void Session::cmd_not_yet(const Command& c) {
-    if (c.name == "EXPUNGE" || c.name == "STORE" || c.name == "COPY" || c.name == "MOVE")
-        flush_updates(c.name != "STORE");
-    no(c.tag, "[CANNOT] This graphbridge version serves mailboxes read-only");
 }
 
 void Session::cmd_capability(const Command& c) {
@@ -401,7 +395,14 @@ void Session::cmd_enable(const Command& c) {
     if (c.args.empty()) return bad(c.tag, "ENABLE needs capability names");
     for (const auto& a : c.args)
         if (!a.is_atom()) return bad(c.tag, "ENABLE takes atoms");
-    untagged("ENABLED");  // nothing we advertise is enable-able yet
+    std::string enabled;
+    for (const auto& a : c.args) {
+        if (a.is_atom("CONDSTORE") && enabled.find("CONDSTORE") == std::string::npos) {
+            enable_condstore();
+            enabled += " CONDSTORE";
+        }
+    }
+    untagged("ENABLED" + enabled);
     ok(c.tag, "ENABLE completed");
 }
 
@@ -541,6 +542,7 @@ std::string Session::status_items(const sync::FolderRecord& folder, const std::v
         else if (it == "RECENT") v = "0";
         else if (it == "UIDNEXT") v = std::to_string(f.uidnext);
         else if (it == "UIDVALIDITY") v = std::to_string(f.uidvalidity);
+        else if (it == "HIGHESTMODSEQ") v = std::to_string(f.highestmodseq);
         else if (it == "UNSEEN")
             v = std::to_string(std::count_if(msgs.begin(), msgs.end(),
                                              [](const sync::MessageRecord& m) { return !(m.flags & sync::kSeen); }));
@@ -558,8 +560,10 @@ void Session::cmd_status(const Command& c) {
     std::vector<std::string> items;
     for (const auto& v : c.args[1].items) {
         std::string u = upper(v.text);
-        if (!v.is_atom() || (u != "MESSAGES" && u != "RECENT" && u != "UIDNEXT" && u != "UIDVALIDITY" && u != "UNSEEN"))
+        if (!v.is_atom() || (u != "MESSAGES" && u != "RECENT" && u != "UIDNEXT" && u != "UIDVALIDITY" &&
+                             u != "UNSEEN" && u != "HIGHESTMODSEQ"))
             return bad(c.tag, "Unknown STATUS item");
+        if (u == "HIGHESTMODSEQ") enable_condstore();
         items.push_back(u);
     }
     auto f = find_folder(*name);
@@ -579,7 +583,15 @@ void Session::deselect() {
 }
 
 void Session::cmd_select(const Command& c, bool read_only) {
-    if (c.args.size() != 1) return bad(c.tag, "SELECT needs a mailbox name");
+    // SELECT mailbox [(CONDSTORE)]   (RFC 7162 3.1.8)
+    if (c.args.size() != 1 && !(c.args.size() == 2 && c.args[1].is_list()))
+        return bad(c.tag, "SELECT needs a mailbox name");
+    if (c.args.size() == 2) {
+        for (const auto& p : c.args[1].items) {
+            if (!p.is_atom("CONDSTORE")) return bad(c.tag, "Unknown SELECT parameter");
+            enable_condstore();
+        }
+    }
     auto name = c.args[0].astring();
     if (!name) return bad(c.tag, "Invalid mailbox name");
     // A failed SELECT leaves no mailbox selected (RFC 3501 6.3.1); a new one first closes the old.
@@ -594,8 +606,7 @@ void Session::cmd_select(const Command& c, bool read_only) {
         return no(c.tag, "[UNAVAILABLE] The folder cannot be read from Microsoft 365 right now");
     }
     auto sel = std::make_unique<Selected>();
-    sel->read_only = true;  // until the write path exists (see session.h)
-    (void)read_only;
+    sel->read_only = read_only;
     auto* mb = svc_.mail->mailbox(account_->mailbox);
     // Subscribe before the snapshot so no change falls between them (a change seen twice is harmless).
     sel->listener_id = mb->subscribe(f->folder_id, [q = changes_](const std::string&, const sync::FolderChange& ch) {
@@ -614,7 +625,9 @@ void Session::cmd_select(const Command& c, bool read_only) {
     selected_ = std::move(sel);
     const auto& msgs = selected_->messages();
     untagged("FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)");
-    untagged("OK [PERMANENTFLAGS ()] No permanent flags: read-only");
+    // \Draft is Graph's read-only isDraft; every other flag and any keyword (an Outlook category) sticks.
+    if (selected_->read_only) untagged("OK [PERMANENTFLAGS ()] Read-only mailbox");
+    else untagged("OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen $Forwarded \\*)] Flags permitted");
     untagged(fmt::format("{} EXISTS", msgs.size()));
     untagged("0 RECENT");
     for (std::size_t i = 0; i < msgs.size(); ++i) {
@@ -625,6 +638,7 @@ void Session::cmd_select(const Command& c, bool read_only) {
     }
     untagged(fmt::format("OK [UIDVALIDITY {}] UIDs valid", selected_->folder.uidvalidity));
     untagged(fmt::format("OK [UIDNEXT {}] Predicted next UID", selected_->folder.uidnext));
+    untagged(fmt::format("OK [HIGHESTMODSEQ {}] Highest", selected_->folder.highestmodseq));
     ok(c.tag, std::string(selected_->read_only ? "[READ-ONLY]" : "[READ-WRITE]") + " " + c.name + " completed");
 }
 
@@ -636,7 +650,13 @@ void Session::cmd_check(const Command& c) {
 
 void Session::cmd_close(const Command& c, bool unselect) {
     if (!c.args.empty()) return bad(c.tag, "takes no arguments");
-    deselect();  // CLOSE would expunge \Deleted messages; the read-only view has none
+    // CLOSE expunges silently (RFC 3501 6.4.2) in a read-write mailbox; UNSELECT does not.
+    if (!unselect && !selected_->read_only) {
+        if (auto e = expunge_selected(std::nullopt))
+            log::Logger::instance().write(log::Level::Warn, "imap", &ctx_, "expunge at CLOSE failed",
+                                          {{"folder", selected_->folder.path}, {"error", e->message}});
+    }
+    deselect();
     ok(c.tag, unselect ? "UNSELECT completed" : "CLOSE completed");
 }
 
@@ -644,11 +664,10 @@ void Session::cmd_uid(const Command& c) {
     if (c.args.empty() || !c.args[0].is_atom()) return bad(c.tag, "UID needs a command");
     if (c.args[0].is_atom("FETCH")) return cmd_fetch(c, true, 1);
     if (c.args[0].is_atom("SEARCH")) return cmd_search(c, true, 1);
-    if (c.args[0].is_atom("STORE") || c.args[0].is_atom("COPY") || c.args[0].is_atom("MOVE") ||
-        c.args[0].is_atom("EXPUNGE")) {
-        flush_updates(true);
-        return no(c.tag, "[CANNOT] This graphbridge version serves mailboxes read-only");
-    }
+    if (c.args[0].is_atom("STORE")) return cmd_store(c, true, 1);
+    if (c.args[0].is_atom("COPY")) return cmd_copy(c, true, 1, false);
+    if (c.args[0].is_atom("MOVE")) return cmd_copy(c, true, 1, true);
+    if (c.args[0].is_atom("EXPUNGE")) return cmd_expunge(c, true, 1);
     bad(c.tag, "Unknown UID command");
 }
 
@@ -670,16 +689,19 @@ void Session::deliver_updates() {
     if (idle_tag_) flush_updates(true);
 }
 
-void Session::flush_updates(bool allow_expunge) {
+void Session::enable_condstore() { condstore_ = true; }
+
+void Session::flush_updates(bool allow_expunge, const std::vector<std::uint32_t>* report,
+                            const std::vector<std::uint32_t>* suppress) {
     if (!selected_) return;
+    bool dirty;
     {
         std::lock_guard lock(changes_->mutex);
-        if (!changes_->dirty) return;
+        dirty = changes_->dirty;
         changes_->dirty = false;
     }
     auto& s = *selected_;
-    auto latest = svc_.mail->snapshot(account_->mailbox, s.folder.folder_id);
-    if (latest == s.view) return;
+    auto latest = dirty ? svc_.mail->snapshot(account_->mailbox, s.folder.folder_id) : s.view;
     const auto& old = *s.view;
     const auto& now = *latest;
     // Compare the client's view with the store by UID (both ascending): what is gone, what changed, what
@@ -688,47 +710,71 @@ void Session::flush_updates(bool allow_expunge) {
     std::vector<sync::MessageRecord> ghosts;  // gone, but their EXPUNGE must wait
     std::vector<std::size_t> gone;            // indexes into old
     std::vector<std::uint32_t> changed;       // UIDs with new flags
-    std::size_t i = 0, j = 0;
-    while (i < old.size()) {
-        if (j < now.size() && now[j].uid == old[i].uid) {
-            if (now[j].flags != old[i].flags || now[j].keywords != old[i].keywords) changed.push_back(old[i].uid);
-            ++i, ++j;
-        } else if (j < now.size() && now[j].uid < old[i].uid) {
-            ++j;  // cannot happen (UIDs only grow); skip
-        } else {
-            if (allow_expunge) gone.push_back(i);
-            else ghosts.push_back(old[i]);
-            ++i;
+    if (latest != s.view) {
+        std::size_t i = 0, j = 0;
+        while (i < old.size()) {
+            if (j < now.size() && now[j].uid == old[i].uid) {
+                if (now[j].flags != old[i].flags || now[j].keywords != old[i].keywords ||
+                    (condstore_ && now[j].modseq != old[i].modseq))
+                    changed.push_back(old[i].uid);
+                ++i, ++j;
+            } else if (j < now.size() && now[j].uid < old[i].uid) {
+                ++j;  // cannot happen (UIDs only grow); skip
+            } else {
+                if (allow_expunge) gone.push_back(i);
+                else ghosts.push_back(old[i]);
+                ++i;
+            }
         }
+    }
+    if (suppress) {
+        changed.erase(std::remove_if(changed.begin(), changed.end(),
+                                     [&](std::uint32_t u) {
+                                         return std::binary_search(suppress->begin(), suppress->end(), u);
+                                     }),
+                      changed.end());
+    }
+    if (report) {
+        changed.insert(changed.end(), report->begin(), report->end());
+        std::sort(changed.begin(), changed.end());
+        changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
     }
     // EXPUNGE, highest sequence number first, so every number is valid when it is sent.
     for (auto it = gone.rbegin(); it != gone.rend(); ++it) untagged(fmt::format("{} EXPUNGE", *it + 1));
     std::size_t old_count = old.size() - gone.size();
-    if (ghosts.empty()) {
-        s.view = latest;
-    } else {
-        auto merged = std::make_shared<std::vector<sync::MessageRecord>>();
-        merged->reserve(now.size() + ghosts.size());
-        std::merge(now.begin(), now.end(), ghosts.begin(), ghosts.end(), std::back_inserter(*merged),
-                   [](const sync::MessageRecord& a, const sync::MessageRecord& b) { return a.uid < b.uid; });
-        s.view = std::move(merged);
-        // Still dirty: the held-back EXPUNGEs go out at the next command that allows them.
-        std::lock_guard lock(changes_->mutex);
-        changes_->dirty = true;
+    if (latest != s.view) {
+        if (ghosts.empty()) {
+            s.view = latest;
+        } else {
+            auto merged = std::make_shared<std::vector<sync::MessageRecord>>();
+            merged->reserve(now.size() + ghosts.size());
+            std::merge(now.begin(), now.end(), ghosts.begin(), ghosts.end(), std::back_inserter(*merged),
+                       [](const sync::MessageRecord& a, const sync::MessageRecord& b) { return a.uid < b.uid; });
+            s.view = std::move(merged);
+            // Still dirty: the held-back EXPUNGEs go out at the next command that allows them.
+            std::lock_guard lock(changes_->mutex);
+            changes_->dirty = true;
+        }
     }
     const auto& view = *s.view;
     if (view.size() > old_count) untagged(fmt::format("{} EXISTS", view.size()));
     if (!changed.empty()) {
+        // Both lists ascend by UID: one merge walk.
         std::size_t k = 0;
-        for (std::size_t n = 0; n < view.size() && k < changed.size(); ++n) {
-            if (view[n].uid < changed[k]) continue;
-            if (view[n].uid == changed[k])
-                untagged(fmt::format("{} FETCH (UID {} FLAGS ({}))", n + 1, view[n].uid, flag_list(view[n])));
-            ++k;
-            --n;  // look at the same message again against the next changed UID
+        for (std::size_t n = 0; n < view.size() && k < changed.size();) {
+            if (view[n].uid < changed[k]) {
+                ++n;
+            } else if (view[n].uid > changed[k]) {
+                ++k;
+            } else {
+                std::string modseq = condstore_ ? fmt::format(" MODSEQ ({})", view[n].modseq) : std::string();
+                untagged(fmt::format("{} FETCH (UID {} FLAGS ({}){})", n + 1, view[n].uid, flag_list(view[n]), modseq));
+                ++n, ++k;
+            }
         }
     }
-    if (auto f = svc_.mail->store().folder(account_->mailbox, s.folder.folder_id)) s.folder = *f;
+    if (dirty)
+        if (auto f = svc_.mail->store().folder(account_->mailbox, s.folder.folder_id)) s.folder = *f;
 }
 
 }  // namespace gb::imap

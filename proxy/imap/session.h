@@ -4,11 +4,16 @@
 // folder, message bodies); the engine itself is synchronous and single-threaded, except for
 // notify_changes(), which the sync engine calls from its own thread.
 //
-// Read path (this file's scope): CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN (SASL-IR),
-// ENABLE, ID, NAMESPACE, LIST (RFC 5258 selection/return options: SPECIAL-USE, SUBSCRIBED, CHILDREN,
-// STATUS per RFC 5819) and LSUB, STATUS, SELECT, EXAMINE, CHECK, CLOSE, UNSELECT, FETCH/UID FETCH,
-// SEARCH/UID SEARCH, IDLE. Folders are opened READ-ONLY until the write path exists: FETCH BODY[] does
-// not set \Seen, and write commands answer NO [CANNOT].
+// Read path: CAPABILITY, NOOP, LOGOUT, STARTTLS, LOGIN, AUTHENTICATE PLAIN (SASL-IR), ENABLE, ID,
+// NAMESPACE, LIST (RFC 5258 selection/return options: SPECIAL-USE, SUBSCRIBED, CHILDREN, STATUS per
+// RFC 5819) and LSUB, STATUS, SELECT, EXAMINE, CHECK, CLOSE, UNSELECT, FETCH/UID FETCH, SEARCH/UID SEARCH,
+// IDLE.
+// Write path (write.cpp): STORE (flags -> isRead, flag, last verb, categories; \Deleted local), EXPUNGE,
+// UID EXPUNGE and CLOSE (to Deleted Items; in Deleted Items itself permanently, configurable), COPY and
+// MOVE with COPYUID (RFC 4315, 6851), APPEND with APPENDUID, CREATE, DELETE, RENAME, SUBSCRIBE,
+// UNSUBSCRIBE; CONDSTORE (RFC 7162: MODSEQ, CHANGEDSINCE, UNCHANGEDSINCE, SEARCH MODSEQ, HIGHESTMODSEQ).
+// A Graph failure answers a tagged NO naming the reason; what Graph did before the failure is what the
+// client is told about, nothing else.
 //
 // Untagged updates (RFC 3501 7.4.1 / RFC 9051 7.5.1): changes found by the sync engine are queued and
 // sent at the end of a command as EXISTS, FETCH (FLAGS) and EXPUNGE; EXPUNGE is held back after FETCH,
@@ -27,6 +32,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "common/log.h"
@@ -34,6 +40,7 @@
 #include "protocol/imap/imap_parser.h"
 #include "proxy/smtp/policy.h"
 #include "proxy/sync/mail_service.h"
+#include "proxy/sync/sent_registry.h"
 
 namespace gb::imap {
 
@@ -51,6 +58,8 @@ struct SessionServices {
     const smtp::Policy* policy = nullptr;     // logins and passwords (scrypt)
     smtp::AuthThrottle* throttle = nullptr;   // per-IP delays after failed logins
     sync::MailService* mail = nullptr;        // folders, messages, bodies
+    sync::SentRegistry* sent = nullptr;       // messages the bridge sent (APPEND to Sent Items dedup)
+    bool trash_expunge_permanent = true;      // EXPUNGE in Deleted Items: permanentDelete (else DELETE)
 };
 
 class Session {
@@ -131,7 +140,30 @@ private:
     void cmd_search(const Command& c, bool uid, std::size_t first_arg);
     void cmd_idle(const Command& c);
     void cmd_uid(const Command& c);
-    void cmd_not_yet(const Command& c);
+    // Write commands (write.cpp).
+    void cmd_store(const Command& c, bool uid, std::size_t first_arg);
+    void cmd_copy(const Command& c, bool uid, std::size_t first_arg, bool move);
+    void cmd_expunge(const Command& c, bool uid, std::size_t first_arg);
+    void cmd_append(const Command& c);
+    void cmd_create(const Command& c);
+    void cmd_delete(const Command& c);
+    void cmd_rename(const Command& c);
+    void cmd_subscribe(const Command& c, bool subscribe);
+    // The view indexes (ascending) / UIDs that a sequence set (or UID set) names; nullopt: invalid, or a
+    // sequence number out of range.
+    std::optional<std::vector<std::size_t>> resolve_indexes(const Value& set, bool uid);
+    std::optional<std::vector<std::uint32_t>> resolve_set(const Value& set, bool uid);
+    // "[UNAVAILABLE] ..." / "[CANNOT] ..." text for a Graph failure during a write.
+    static std::string write_error(const sync::SourceError& e);
+    // Expunges the \\Deleted messages of the selected folder (all, or those among `only`); the EXPUNGE
+    // responses come from the next flush_updates(true) (none for CLOSE, which deselects first).
+    std::optional<sync::SourceError> expunge_selected(const std::optional<std::vector<std::uint32_t>>& only);
+    // The parent folder id and display name for a new IMAP path; nullopt (with a reason) when it cannot be.
+    struct NewPlace {
+        std::string parent_id;
+        std::string name;
+    };
+    std::variant<NewPlace, std::string> place_for(const std::string& utf8_path, bool create_parents);
 
     // FETCH as a job (fetch.cpp).
     struct FetchJob {
@@ -141,6 +173,7 @@ private:
         std::vector<std::size_t> indexes;  // into the selected view
         std::size_t next = 0;
         bool failed = false;
+        bool modseq = false;  // MODSEQ item (asked for, or CHANGEDSINCE)
     };
     std::optional<std::vector<FetchItem>> parse_fetch_items(const Value& v);
     void run_fetch();
@@ -166,7 +199,11 @@ private:
     std::optional<sync::FolderRecord> find_folder(std::string_view imap_name_mutf7);
     std::vector<sync::FolderRecord> folders();
     std::string status_items(const sync::FolderRecord& f, const std::vector<std::string>& items);
-    void flush_updates(bool allow_expunge);
+    // `report`: UIDs to send FETCH FLAGS for even when unchanged (STORE); `suppress`: changed UIDs not to
+    // send (STORE .SILENT).
+    void flush_updates(bool allow_expunge, const std::vector<std::uint32_t>* report = nullptr,
+                       const std::vector<std::uint32_t>* suppress = nullptr);
+    void enable_condstore();
     void deselect();
 
     SessionServices svc_;
@@ -183,6 +220,7 @@ private:
     std::optional<std::string> auth_tag_;  // AUTHENTICATE waiting for its continuation line
     std::optional<std::string> idle_tag_;  // IDLE in progress
 
+    bool condstore_ = false;  // RFC 7162: MODSEQ in untagged FETCH, HIGHESTMODSEQ
     std::unique_ptr<Selected> selected_;
     std::unique_ptr<FetchJob> job_;
 

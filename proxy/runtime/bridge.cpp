@@ -184,6 +184,7 @@ struct Bridge::Impl {
     std::map<std::string, std::unique_ptr<GraphSender>> senders;
     std::unique_ptr<spool::Spool> spool;
     std::unique_ptr<SpoolStore> store;
+    sync::SentRegistry sent;  // messages sent over SMTP, for IMAP APPEND to Sent Items (outlives the runner)
     std::unique_ptr<queue::Runner> runner;
     std::unique_ptr<SpoolSink> sink;
     std::unique_ptr<smtp::Policy> policy;
@@ -262,6 +263,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     ro.prepare.from_policy = cfg.smtp.from_policy == "keep"     ? mail::FromPolicy::Keep
                              : cfg.smtp.from_policy == "reject" ? mail::FromPolicy::Reject
                                                                 : mail::FromPolicy::Rewrite;
+    ro.on_sent = [&d](const std::string& mailbox, const std::string& mime) { d.sent.record(mailbox, mime); };
     d.runner = std::make_unique<queue::Runner>(*d.store, senders, ro);
 
     std::optional<spool::Error> err;
@@ -338,6 +340,8 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         services.policy = d.policy.get();
         services.throttle = d.auth_throttle.get();
         services.mail = d.mail.get();
+        services.sent = &d.sent;
+        services.trash_expunge_permanent = cfg.imap.trash_expunge == "permanent";
         d.imap = std::make_unique<imap::ImapServer>(io, services);
     }
 }

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <map>
 
+#include "auth/crypto.h"
 #include "common/text.h"
 #include "graph/api/errors.h"
 
@@ -262,21 +263,162 @@ SourceResult<std::string> GraphSource::mime(const std::string& mailbox, const st
     return std::move(r.response.body);
 }
 
-std::optional<SourceError> GraphSource::move(const std::string& mailbox, const std::string& graph_id,
-                                             const std::string& destination) {
-    http::Request req;
-    req.method = "POST";
-    req.url = "/v1.0/users/" + url_encode(mailbox) + "/messages/" + url_encode(graph_id) + "/move";
-    req.headers.emplace_back("Prefer", kPreferImmutable);
-    req.headers.emplace_back("Content-Type", "application/json");
-    std::string dest;
-    for (char c : destination) {
-        if (c == '"' || c == '\\') dest.push_back('\\');
-        dest.push_back(c);
+namespace {
+
+std::string json_quote(std::string_view s) {
+    std::string out = "\"";
+    for (char c : s) {
+        auto u = static_cast<unsigned char>(c);
+        if (c == '"' || c == '\\') {
+            out.push_back('\\');
+            out.push_back(c);
+        } else if (u < 0x20) {
+            out += fmt::format("\\u{:04x}", u);
+        } else {
+            out.push_back(c);
+        }
     }
-    req.body = "{\"destinationId\":\"" + dest + "\"}";
-    auto r = graph_.call(std::move(req));
-    if (r.response.status == 201 || r.response.status == 200) return std::nullopt;
+    return out + "\"";
+}
+
+std::string id_of(const http::GraphResult& r) {
+    rapidjson::Document d;
+    d.Parse(r.response.body.data(), r.response.body.size());
+    if (d.HasParseError() || !d.IsObject()) return {};
+    return str_member(d, "id");
+}
+
+}  // namespace
+
+std::string GraphSource::user_path(const std::string& mailbox) const { return "/v1.0/users/" + url_encode(mailbox); }
+
+http::GraphResult GraphSource::send(const std::string& method, const std::string& path, std::string body,
+                                    const char* content_type) {
+    http::Request req;
+    req.method = method;
+    req.url = path;
+    req.headers.emplace_back("Prefer", kPreferImmutable);
+    if (!body.empty()) req.headers.emplace_back("Content-Type", content_type);
+    req.headers.emplace_back("Accept", "application/json");
+    req.body = std::move(body);
+    req.timeout_ms = 120000;
+    return graph_.call(std::move(req));
+}
+
+SourceResult<std::string> GraphSource::move(const std::string& mailbox, const std::string& graph_id,
+                                            const std::string& destination) {
+    auto r = send("POST", user_path(mailbox) + "/messages/" + url_encode(graph_id) + "/move",
+                  "{\"destinationId\":" + json_quote(destination) + "}");
+    if (r.response.status != 201 && r.response.status != 200) return error_of(r);
+    std::string id = id_of(r);
+    return id.empty() ? graph_id : id;
+}
+
+SourceResult<std::string> GraphSource::copy(const std::string& mailbox, const std::string& graph_id,
+                                            const std::string& destination) {
+    auto r = send("POST", user_path(mailbox) + "/messages/" + url_encode(graph_id) + "/copy",
+                  "{\"destinationId\":" + json_quote(destination) + "}");
+    if (r.response.status != 201 && r.response.status != 200) return error_of(r);
+    std::string id = id_of(r);
+    if (id.empty()) return SourceError{SourceError::Kind::Transient, "copy answered without an id", {}};
+    return id;
+}
+
+std::optional<SourceError> GraphSource::update(const std::string& mailbox, const std::string& graph_id,
+                                               const Patch& p) {
+    if (p.empty()) return std::nullopt;
+    std::string body = "{";
+    auto add = [&](const std::string& field) { body += (body.size() > 1 ? "," : "") + field; };
+    if (p.read) add(std::string("\"isRead\":") + (*p.read ? "true" : "false"));
+    if (p.flagged) add(std::string("\"flag\":{\"flagStatus\":\"") + (*p.flagged ? "flagged" : "notFlagged") + "\"}");
+    if (p.categories) {
+        std::string list;
+        for (const auto& c : *p.categories) list += (list.empty() ? "" : ",") + json_quote(c);
+        add("\"categories\":[" + list + "]");
+    }
+    if (p.last_verb)
+        add(fmt::format("\"singleValueExtendedProperties\":[{{\"id\":\"Integer 0x1081\",\"value\":\"{}\"}}]",
+                        *p.last_verb));
+    body += "}";
+    auto r = send("PATCH", user_path(mailbox) + "/messages/" + url_encode(graph_id), std::move(body));
+    if (r.response.status == 200 || r.response.status == 204) return std::nullopt;
+    return error_of(r);
+}
+
+std::optional<SourceError> GraphSource::remove(const std::string& mailbox, const std::string& graph_id,
+                                               bool permanent) {
+    std::string path = user_path(mailbox) + "/messages/" + url_encode(graph_id);
+    auto r = permanent ? send("POST", path + "/permanentDelete", "") : send("DELETE", path, "");
+    if (r.response.status == 204 || r.response.status == 200) return std::nullopt;
+    return error_of(r);
+}
+
+SourceResult<RemoteMessage> GraphSource::create(const std::string& mailbox, const std::string& folder_id,
+                                                const std::string& body, bool mime) {
+    auto r = send("POST", user_path(mailbox) + "/mailFolders/" + url_encode(folder_id) + "/messages",
+                  mime ? auth::base64_encode(body) : body, mime ? "text/plain" : "application/json");
+    if (r.response.status != 201 && r.response.status != 200) return error_of(r);
+    rapidjson::Document d;
+    d.Parse(r.response.body.data(), r.response.body.size());
+    if (d.HasParseError() || !d.IsObject())
+        return SourceError{SourceError::Kind::Transient, "malformed create response", {}};
+    RemoteMessage m = parse_item(d);
+    if (m.graph_id.empty()) return SourceError{SourceError::Kind::Transient, "create answered without an id", {}};
+    return m;
+}
+
+SourceResult<std::string> GraphSource::find_by_message_id(const std::string& mailbox, const std::string& folder_id,
+                                                          const std::string& message_id) {
+    std::string literal;
+    for (char c : message_id) {
+        if (c == '\'') literal.push_back('\'');
+        literal.push_back(c);
+    }
+    auto r = get(user_path(mailbox) + "/mailFolders/" + url_encode(folder_id) + "/messages?$select=id&$top=2&$filter=" +
+                 url_encode("internetMessageId eq '" + literal + "'"));
+    if (r.response.status != 200) return error_of(r);
+    rapidjson::Document d;
+    d.Parse(r.response.body.data(), r.response.body.size());
+    if (d.HasParseError() || !d.IsObject() || !d.HasMember("value") || !d["value"].IsArray())
+        return SourceError{SourceError::Kind::Transient, "malformed messages response", {}};
+    for (const auto& v : d["value"].GetArray())
+        if (auto id = str_member(v, "id"); !id.empty()) return id;
+    return SourceError{SourceError::Kind::NotFound, "no message with that Message-ID", {}};
+}
+
+SourceResult<RemoteFolder> GraphSource::create_folder(const std::string& mailbox, const std::string& parent_id,
+                                                      const std::string& name) {
+    std::string path = parent_id.empty() ? user_path(mailbox) + "/mailFolders"
+                                         : user_path(mailbox) + "/mailFolders/" + url_encode(parent_id) + "/childFolders";
+    auto r = send("POST", path, "{\"displayName\":" + json_quote(name) + "}");
+    if (r.response.status != 201 && r.response.status != 200) return error_of(r);
+    RemoteFolder f;
+    f.id = id_of(r);
+    f.parent_id = parent_id;
+    f.name = name;
+    if (f.id.empty()) return SourceError{SourceError::Kind::Transient, "folder create answered without an id", {}};
+    return f;
+}
+
+std::optional<SourceError> GraphSource::rename_folder(const std::string& mailbox, const std::string& folder_id,
+                                                      const std::string& name) {
+    auto r = send("PATCH", user_path(mailbox) + "/mailFolders/" + url_encode(folder_id),
+                  "{\"displayName\":" + json_quote(name) + "}");
+    if (r.response.status == 200 || r.response.status == 204) return std::nullopt;
+    return error_of(r);
+}
+
+std::optional<SourceError> GraphSource::move_folder(const std::string& mailbox, const std::string& folder_id,
+                                                    const std::string& parent_id) {
+    auto r = send("POST", user_path(mailbox) + "/mailFolders/" + url_encode(folder_id) + "/move",
+                  "{\"destinationId\":" + json_quote(parent_id.empty() ? "msgfolderroot" : parent_id) + "}");
+    if (r.response.status == 200 || r.response.status == 201) return std::nullopt;
+    return error_of(r);
+}
+
+std::optional<SourceError> GraphSource::delete_folder(const std::string& mailbox, const std::string& folder_id) {
+    auto r = send("DELETE", user_path(mailbox) + "/mailFolders/" + url_encode(folder_id), "");
+    if (r.response.status == 204 || r.response.status == 200) return std::nullopt;
     return error_of(r);
 }
 

@@ -6,7 +6,11 @@
 //   dates) and the MAPI size and last-verb properties expanded, so no per-message GET is ever needed;
 //   next/delta links are followed verbatim but only on the configured Graph origin (the token is never
 //   sent anywhere else);
-// - mime: GET /messages/{id}/$value.
+// - mime: GET /messages/{id}/$value;
+// - writes (IMAP): PATCH /messages/{id} with only the changed properties (isRead, flag, categories,
+//   Integer 0x1081), POST .../move and .../copy, DELETE or POST .../permanentDelete, POST
+//   /mailFolders/{id}/messages (MIME as base64 text/plain -> a draft; JSON -> any message), and the
+//   folder calls (POST childFolders, PATCH displayName, POST /mailFolders/{id}/move, DELETE).
 // Every request carries Prefer: IdType="ImmutableId" (ids survive moves between folders).
 #pragma once
 
@@ -26,14 +30,35 @@ public:
     SourceResult<DeltaPage> delta(const std::string& mailbox, const std::string& folder_id,
                                   const std::string& link) override;
     SourceResult<std::string> mime(const std::string& mailbox, const std::string& graph_id) override;
-    std::optional<SourceError> move(const std::string& mailbox, const std::string& graph_id,
-                                    const std::string& destination) override;
+    SourceResult<std::string> move(const std::string& mailbox, const std::string& graph_id,
+                                   const std::string& destination) override;
+    SourceResult<std::string> copy(const std::string& mailbox, const std::string& graph_id,
+                                   const std::string& destination) override;
+    std::optional<SourceError> update(const std::string& mailbox, const std::string& graph_id,
+                                      const Patch& patch) override;
+    std::optional<SourceError> remove(const std::string& mailbox, const std::string& graph_id,
+                                      bool permanent) override;
+    SourceResult<RemoteMessage> create(const std::string& mailbox, const std::string& folder_id,
+                                       const std::string& body, bool mime) override;
+    SourceResult<std::string> find_by_message_id(const std::string& mailbox, const std::string& folder_id,
+                                                 const std::string& message_id) override;
+    SourceResult<RemoteFolder> create_folder(const std::string& mailbox, const std::string& parent_id,
+                                             const std::string& name) override;
+    std::optional<SourceError> rename_folder(const std::string& mailbox, const std::string& folder_id,
+                                             const std::string& name) override;
+    std::optional<SourceError> move_folder(const std::string& mailbox, const std::string& folder_id,
+                                           const std::string& parent_id) override;
+    std::optional<SourceError> delete_folder(const std::string& mailbox, const std::string& folder_id) override;
 
     // The first delta request of a round (exposed for tests).
     std::string initial_delta_path(const std::string& mailbox, const std::string& folder_id) const;
 
 private:
     http::GraphResult get(const std::string& path_or_link, bool json = true);
+    // A write: `body` is JSON unless content_type says otherwise ("" = no body).
+    http::GraphResult send(const std::string& method, const std::string& path, std::string body,
+                           const char* content_type = "application/json");
+    std::string user_path(const std::string& mailbox) const;
     SourceError error_of(const http::GraphResult& r) const;
 
     http::GraphClient& graph_;

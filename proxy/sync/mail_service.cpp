@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/ascii.h"
 #include "common/log.h"
 
 namespace gb::sync {
@@ -246,9 +247,10 @@ std::optional<SourceError> MailService::move(const std::string& mailbox, const s
     Box* box = find_box(mailbox);
     if (!box) return not_configured();
     MailSource* source = box->source;  // fixed after add_mailbox()
-    auto e = source->move(mailbox, graph_id, destination);
+    auto r = source->move(mailbox, graph_id, destination);
     poke(mailbox);
-    return e;
+    if (auto* e = std::get_if<SourceError>(&r)) return *e;
+    return std::nullopt;
 }
 
 MailService::Snapshot MailService::snapshot(const std::string& mailbox, const std::string& folder_id) {
@@ -256,6 +258,293 @@ MailService::Snapshot MailService::snapshot(const std::string& mailbox, const st
     auto& slot = snapshots_[{mailbox, folder_id}];
     if (!slot) slot = std::make_shared<const std::vector<MessageRecord>>(store_.messages(mailbox, folder_id));
     return slot;
+}
+
+// ---- writes ------------------------------------------------------------------------------------------
+
+namespace {
+
+bool has_keyword(const std::vector<std::string>& list, const std::string& k) {
+    return std::any_of(list.begin(), list.end(), [&](const std::string& x) { return ascii::iequals(x, k); });
+}
+
+// The flags and keywords a STORE leaves on a message. \Draft cannot change (Graph's isDraft is read-only).
+// Exchange keeps one last verb, so \Answered and $Forwarded cannot both stick: the one being set wins.
+std::pair<std::uint32_t, std::vector<std::string>> apply_op(const MessageRecord& m, const MailService::FlagOp& op) {
+    constexpr std::uint32_t kSettable = kSeen | kAnswered | kFlagged | kDeleted | kForwarded;
+    std::uint32_t want = op.flags & kSettable;
+    std::uint32_t flags = m.flags;
+    std::vector<std::string> kw = m.keywords;
+    switch (op.mode) {
+        case MailService::FlagOp::Mode::Add:
+            flags |= want;
+            for (const auto& k : op.keywords)
+                if (!has_keyword(kw, k)) kw.push_back(k);
+            break;
+        case MailService::FlagOp::Mode::Remove:
+            flags &= ~want;
+            kw.erase(std::remove_if(kw.begin(), kw.end(), [&](const std::string& x) { return has_keyword(op.keywords, x); }),
+                     kw.end());
+            break;
+        case MailService::FlagOp::Mode::Replace:
+            flags = (flags & kDraft) | want;
+            kw.clear();
+            for (const auto& k : op.keywords)
+                if (!has_keyword(kw, k)) kw.push_back(k);
+            break;
+    }
+    if ((flags & kAnswered) && (flags & kForwarded)) {
+        bool answered_new = !(m.flags & kAnswered);
+        bool forwarded_new = !(m.flags & kForwarded);
+        if (answered_new && !forwarded_new) flags &= ~kForwarded;
+        else flags &= ~kAnswered;
+    }
+    return {flags, kw};
+}
+
+int last_verb(std::uint32_t flags) { return flags & kForwarded ? 104 : flags & kAnswered ? 102 : 0; }
+
+}  // namespace
+
+MailService::FlagResult MailService::store_flags(const std::string& mailbox, const std::string& folder_id,
+                                                 const std::vector<std::uint32_t>& uids, const FlagOp& op) {
+    FlagResult result;
+    Box* box = find_box(mailbox);
+    if (!box) {
+        result.error = not_configured();
+        return result;
+    }
+    std::vector<StateStore::FlagUpdate> updates;
+    FolderChange change;
+    {
+        auto lock = box->sync->exclusive();
+        for (auto uid : uids) {
+            auto m = store_.message(mailbox, folder_id, uid);
+            if (!m) continue;  // expunged meanwhile
+            if (op.unchanged_since && m->modseq > *op.unchanged_since) {
+                result.modified.push_back(uid);
+                continue;
+            }
+            auto [flags, kw] = apply_op(*m, op);
+            if (flags == m->flags && kw == m->keywords) continue;
+            MailSource::Patch patch;
+            if ((flags ^ m->flags) & kSeen) patch.read = (flags & kSeen) != 0;
+            if ((flags ^ m->flags) & kFlagged) patch.flagged = (flags & kFlagged) != 0;
+            if (last_verb(flags) != last_verb(m->flags)) patch.last_verb = last_verb(flags);
+            if (kw != m->keywords) patch.categories = kw;
+            if (!patch.empty()) {
+                if (auto e = box->source->update(mailbox, m->graph_id, patch)) {
+                    if (e->kind != SourceError::Kind::NotFound) {
+                        result.error = e;
+                        break;
+                    }
+                    continue;  // gone in Graph: the next sync expunges it
+                }
+            }
+            updates.push_back({uid, flags, kw});
+        }
+        if (!updates.empty()) change = store_.set_flags(mailbox, folder_id, updates);
+    }
+    box->sync->publish(folder_id, change);
+    return result;
+}
+
+MailService::CopyResult MailService::copy_messages(const std::string& mailbox, const std::string& folder_id,
+                                                   const std::vector<std::uint32_t>& uids,
+                                                   const std::string& dest_folder_id, bool move) {
+    CopyResult result;
+    Box* box = find_box(mailbox);
+    if (!box) {
+        result.error = not_configured();
+        return result;
+    }
+    FolderChange src_change, dst_change;
+    {
+        auto lock = box->sync->exclusive();
+        auto dest = store_.folder(mailbox, dest_folder_id);
+        if (!dest) {
+            result.error = SourceError{SourceError::Kind::NotFound, "no such destination folder", {}};
+            return result;
+        }
+        result.dest_uidvalidity = dest->uidvalidity;
+        std::vector<RemoteMessage> arrived;
+        for (auto uid : uids) {
+            auto m = store_.message(mailbox, folder_id, uid);
+            if (!m) continue;
+            auto r = move ? box->source->move(mailbox, m->graph_id, dest_folder_id)
+                          : box->source->copy(mailbox, m->graph_id, dest_folder_id);
+            if (auto* e = std::get_if<SourceError>(&r)) {
+                if (e->kind == SourceError::Kind::NotFound) continue;
+                result.error = *e;
+                break;
+            }
+            RemoteMessage rm;
+            rm.graph_id = std::get<std::string>(r);
+            rm.flags = m->flags & ~(move ? static_cast<std::uint32_t>(kDeleted) : 0u);
+            rm.keywords = m->keywords;
+            rm.size = m->size;
+            rm.internal_date = m->internal_date;
+            if (!move) {  // the copy has the same bytes: reuse what was computed from them
+                if (auto d = store_.derived(mailbox, m->graph_id)) store_.put_derived(mailbox, rm.graph_id, *d);
+            }
+            arrived.push_back(std::move(rm));
+            result.source_uids.push_back(uid);
+        }
+        if (!arrived.empty()) {
+            auto [dest_uids, ch] = store_.add_known(mailbox, dest_folder_id, arrived);
+            result.dest_uids = std::move(dest_uids);
+            dst_change = std::move(ch);
+        }
+        if (move && !result.source_uids.empty()) src_change = store_.remove_messages(mailbox, folder_id, result.source_uids);
+    }
+    box->sync->publish(dest_folder_id, dst_change);
+    box->sync->publish(folder_id, src_change);
+    return result;
+}
+
+MailService::ExpungeResult MailService::expunge(const std::string& mailbox, const std::string& folder_id,
+                                                const std::vector<std::uint32_t>& uids, bool permanent) {
+    ExpungeResult result;
+    Box* box = find_box(mailbox);
+    if (!box) {
+        result.error = not_configured();
+        return result;
+    }
+    FolderChange change, trash_change;
+    std::string trash_id;
+    {
+        auto lock = box->sync->exclusive();
+        for (const auto& f : store_.folders(mailbox))
+            if (f.special_use == "\\Trash") trash_id = f.folder_id;
+        std::vector<RemoteMessage> trashed;
+        for (auto uid : uids) {
+            auto m = store_.message(mailbox, folder_id, uid);
+            if (!m) continue;
+            std::optional<SourceError> err;
+            std::string moved_id;
+            if (permanent) {
+                err = box->source->remove(mailbox, m->graph_id, true);
+            } else {
+                auto r = box->source->move(mailbox, m->graph_id, trash_id.empty() ? "deleteditems" : trash_id);
+                if (auto* e = std::get_if<SourceError>(&r)) err = *e;
+                else moved_id = std::get<std::string>(r);
+            }
+            if (err && err->kind != SourceError::Kind::NotFound) {
+                result.error = err;
+                break;
+            }
+            result.removed.push_back(uid);
+            if (!err && !moved_id.empty() && !trash_id.empty() && trash_id != folder_id) {
+                RemoteMessage rm;
+                rm.graph_id = moved_id;
+                rm.flags = m->flags & ~static_cast<std::uint32_t>(kDeleted);
+                rm.keywords = m->keywords;
+                rm.size = m->size;
+                rm.internal_date = m->internal_date;
+                trashed.push_back(std::move(rm));
+            }
+        }
+        if (!result.removed.empty()) change = store_.remove_messages(mailbox, folder_id, result.removed);
+        if (!trashed.empty()) trash_change = store_.add_known(mailbox, trash_id, trashed).second;
+    }
+    box->sync->publish(folder_id, change);
+    if (!trash_id.empty()) box->sync->publish(trash_id, trash_change);
+    return result;
+}
+
+SourceResult<MailService::AppendResult> MailService::append(const std::string& mailbox, const std::string& folder_id,
+                                                            const AppendRequest& request) {
+    Box* box = find_box(mailbox);
+    if (!box) return not_configured();
+    AppendResult result;
+    FolderChange change;
+    {
+        auto lock = box->sync->exclusive();
+        auto folder = store_.folder(mailbox, folder_id);
+        if (!folder) return SourceError{SourceError::Kind::NotFound, "no such folder", {}};
+        result.uidvalidity = folder->uidvalidity;
+        RemoteMessage rm;
+        if (!request.sent_message_id.empty()) {
+            // Graph saved this message when it sent it: map the APPEND onto that copy, never a second one.
+            auto found = box->source->find_by_message_id(mailbox, folder_id, request.sent_message_id);
+            if (auto* e = std::get_if<SourceError>(&found)) {
+                if (e->kind != SourceError::Kind::NotFound) return *e;
+                result.existing = true;  // not visible yet (Graph saves the copy with a lag): sync brings it
+                return result;
+            }
+            rm.graph_id = std::get<std::string>(found);
+            result.existing = true;
+            // Its flags in the store come from the next delta round; what the client asked is applied now.
+            MailSource::Patch patch;
+            patch.read = (request.flags & kSeen) != 0;
+            if (request.flags & kFlagged) patch.flagged = true;
+            if (!request.keywords.empty()) patch.categories = request.keywords;
+            if (auto e = box->source->update(mailbox, rm.graph_id, patch)) return *e;
+        } else {
+            auto created = box->source->create(mailbox, folder_id, request.body, request.mime);
+            if (auto* e = std::get_if<SourceError>(&created)) return *e;
+            rm = std::move(std::get<RemoteMessage>(created));
+            // A MIME create cannot carry flags: what Graph did not take from the request is patched after.
+            MailSource::Patch patch;
+            if (((rm.flags ^ request.flags) & kSeen) != 0) patch.read = (request.flags & kSeen) != 0;
+            if (((rm.flags ^ request.flags) & kFlagged) != 0) patch.flagged = (request.flags & kFlagged) != 0;
+            if (last_verb(rm.flags) != last_verb(request.flags)) patch.last_verb = last_verb(request.flags);
+            if (rm.keywords != request.keywords) patch.categories = request.keywords;
+            if (!patch.empty()) {
+                if (auto e = box->source->update(mailbox, rm.graph_id, patch)) {
+                    // The message exists; its flags are not what was asked. Say so rather than pretend.
+                    log::warn("sync", "appended message created, but its flags could not be set",
+                              {{"mailbox", mailbox}, {"error", e->message}});
+                }
+            }
+        }
+        rm.flags = (request.flags & ~static_cast<std::uint32_t>(kDraft)) | (rm.flags & kDraft) |
+                   (request.mime ? static_cast<std::uint32_t>(kDraft) : 0u);
+        rm.keywords = request.keywords;
+        auto [uids, ch] = store_.add_known(mailbox, folder_id, {rm});
+        result.uid = uids.empty() ? 0 : uids.front();
+        change = std::move(ch);
+    }
+    box->sync->publish(folder_id, change);
+    return result;
+}
+
+SourceResult<std::string> MailService::create_folder(const std::string& mailbox, const std::string& parent_id,
+                                                     const std::string& name) {
+    Box* box = find_box(mailbox);
+    if (!box) return not_configured();
+    auto lock = box->sync->exclusive();
+    auto r = box->source->create_folder(mailbox, parent_id, name);
+    if (auto* e = std::get_if<SourceError>(&r)) return *e;
+    if (auto e = box->sync->sync_folders_locked())
+        log::warn("sync", "folder tree refresh after CREATE failed", {{"mailbox", mailbox}, {"error", e->message}});
+    return std::get<RemoteFolder>(r).id;
+}
+
+std::optional<SourceError> MailService::rename_folder(const std::string& mailbox, const std::string& folder_id,
+                                                      const std::string& new_parent_id, const std::string& new_name) {
+    Box* box = find_box(mailbox);
+    if (!box) return not_configured();
+    auto lock = box->sync->exclusive();
+    auto f = store_.folder(mailbox, folder_id);
+    if (!f) return SourceError{SourceError::Kind::NotFound, "no such folder", {}};
+    if (f->parent_id != new_parent_id)
+        if (auto e = box->source->move_folder(mailbox, folder_id, new_parent_id)) return e;
+    if (f->name != new_name)
+        if (auto e = box->source->rename_folder(mailbox, folder_id, new_name)) return e;
+    if (auto e = box->sync->sync_folders_locked())
+        log::warn("sync", "folder tree refresh after RENAME failed", {{"mailbox", mailbox}, {"error", e->message}});
+    return std::nullopt;
+}
+
+std::optional<SourceError> MailService::delete_folder(const std::string& mailbox, const std::string& folder_id) {
+    Box* box = find_box(mailbox);
+    if (!box) return not_configured();
+    auto lock = box->sync->exclusive();
+    if (auto e = box->source->delete_folder(mailbox, folder_id); e && e->kind != SourceError::Kind::NotFound) return e;
+    if (auto e = box->sync->sync_folders_locked())
+        log::warn("sync", "folder tree refresh after DELETE failed", {{"mailbox", mailbox}, {"error", e->message}});
+    return std::nullopt;
 }
 
 MailServiceStats MailService::stats() const {

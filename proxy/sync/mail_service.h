@@ -81,6 +81,65 @@ public:
 
     MailServiceStats stats() const;
 
+    // ---- writes (IMAP) ---------------------------------------------------------------------------------
+    // Each runs with the mailbox's sync held off (MailboxSync::exclusive), calls Graph, then records what
+    // Graph did in the store and tells the sessions (their snapshots are rebuilt). A Graph failure stops
+    // the operation at that message: what was done before it is recorded (it happened in Microsoft 365),
+    // nothing after it, and the error is returned.
+
+    struct FlagOp {
+        enum class Mode { Add, Remove, Replace } mode = Mode::Add;
+        std::uint32_t flags = 0;            // kSeen kAnswered kFlagged kDeleted kForwarded (kDraft ignored)
+        std::vector<std::string> keywords;  // other IMAP keywords (Outlook categories)
+        std::optional<std::uint64_t> unchanged_since;  // CONDSTORE UNCHANGEDSINCE
+    };
+    struct FlagResult {
+        std::vector<std::uint32_t> modified;  // UNCHANGEDSINCE failed (RFC 7162 MODIFIED)
+        std::optional<SourceError> error;
+    };
+    // STORE: one PATCH per message whose Graph-visible state changes (\Deleted is local only).
+    FlagResult store_flags(const std::string& mailbox, const std::string& folder_id,
+                           const std::vector<std::uint32_t>& uids, const FlagOp& op);
+
+    struct CopyResult {
+        std::vector<std::uint32_t> source_uids, dest_uids;  // done, in the same order (COPYUID)
+        std::uint32_t dest_uidvalidity = 0;
+        std::optional<SourceError> error;
+    };
+    // COPY / MOVE within a mailbox: Graph's copy / move per message (never a re-upload); the destination
+    // UIDs are assigned at once; moved messages leave the source folder at once.
+    CopyResult copy_messages(const std::string& mailbox, const std::string& folder_id,
+                             const std::vector<std::uint32_t>& uids, const std::string& dest_folder_id, bool move);
+
+    struct ExpungeResult {
+        std::vector<std::uint32_t> removed;
+        std::optional<SourceError> error;
+    };
+    // EXPUNGE: the messages move to Deleted Items, or (`permanent`) are deleted for good.
+    ExpungeResult expunge(const std::string& mailbox, const std::string& folder_id,
+                          const std::vector<std::uint32_t>& uids, bool permanent);
+
+    struct AppendRequest {
+        std::string body;  // what to POST: the MIME (mime = true, Graph makes a draft) or a Graph JSON message
+        bool mime = false;
+        std::uint32_t flags = 0;  // the flags the client asked for
+        std::vector<std::string> keywords;
+        std::string sent_message_id;  // set: look for this message in the folder instead of creating it
+    };
+    struct AppendResult {
+        std::uint32_t uidvalidity = 0, uid = 0;  // uid 0: created, but its UID is not known yet
+        bool existing = false;                   // mapped onto a message Graph already had
+    };
+    SourceResult<AppendResult> append(const std::string& mailbox, const std::string& folder_id,
+                                      const AppendRequest& request);
+
+    // Folders (the tree is refreshed from Graph afterwards). parent_id "" = top level.
+    SourceResult<std::string> create_folder(const std::string& mailbox, const std::string& parent_id,
+                                            const std::string& name);
+    std::optional<SourceError> rename_folder(const std::string& mailbox, const std::string& folder_id,
+                                             const std::string& new_parent_id, const std::string& new_name);
+    std::optional<SourceError> delete_folder(const std::string& mailbox, const std::string& folder_id);
+
 private:
     struct Box;
     struct Watch {

@@ -75,6 +75,10 @@ std::vector<FolderRecord> MailboxSync::paths_for(const std::vector<RemoteFolder>
 
 std::optional<SourceError> MailboxSync::sync_folders() {
     std::lock_guard sync_lock(sync_mutex_);
+    return sync_folders_locked();
+}
+
+std::optional<SourceError> MailboxSync::sync_folders_locked() {
     auto tree = source_.folders(mailbox_);
     if (auto* e = std::get_if<SourceError>(&tree)) return *e;
     store_.replace_folders(mailbox_, paths_for(std::get<0>(tree)));

@@ -56,6 +56,16 @@ public:
 
     SyncStats stats() const;
 
+    // For writes made over IMAP: holding this, no sync of the mailbox runs, so a delta round can never
+    // apply data read before the write over the write's result.
+    std::unique_lock<std::mutex> exclusive() { return std::unique_lock(sync_mutex_); }
+    // Tells the listeners about a change made by a write (after it is committed to the store).
+    void publish(const std::string& folder_id, const FolderChange& change) {
+        if (!change.empty()) notify(folder_id, change);
+    }
+    // sync_folders() for a caller that holds exclusive().
+    std::optional<SourceError> sync_folders_locked();
+
     // The IMAP path for a tree of folders (exposed for tests).
     static std::vector<FolderRecord> paths_for(const std::vector<RemoteFolder>& tree);
 

@@ -328,6 +328,117 @@ public:
         return change;
     }
 
+    FolderChange set_flags(const std::string& mailbox, const std::string& folder_id,
+                           const std::vector<FlagUpdate>& updates) override {
+        std::lock_guard lock(mutex_);
+        Txn txn(db_);
+        auto f = load_folder(mailbox, folder_id);
+        if (!f) throw std::runtime_error("state database: unknown folder");
+        FolderChange change;
+        std::uint64_t modseq = f->highestmodseq;
+        Stmt q(db_, "SELECT flags, keywords FROM messages WHERE mailbox=? AND folder_id=? AND uid=?");
+        Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, modseq=? WHERE mailbox=? AND folder_id=? AND uid=?");
+        for (const auto& u : updates) {
+            q.reset().bind(1, mailbox).bind(2, folder_id).bind(3, static_cast<std::int64_t>(u.uid));
+            if (!q.step()) continue;
+            std::string kw = join_keywords(u.keywords);
+            if (static_cast<std::uint32_t>(q.i64(0)) == u.flags && q.text(1) == kw) continue;
+            ++modseq;
+            upd.reset()
+                .bind(1, static_cast<std::int64_t>(u.flags))
+                .bind(2, kw)
+                .bind(3, static_cast<std::int64_t>(modseq))
+                .bind(4, mailbox)
+                .bind(5, folder_id)
+                .bind(6, static_cast<std::int64_t>(u.uid))
+                .run();
+            change.changed.push_back(u.uid);
+        }
+        finish(mailbox, folder_id, f->uidnext, modseq, change);
+        txn.commit();
+        return change;
+    }
+
+    std::pair<std::vector<std::uint32_t>, FolderChange> add_known(const std::string& mailbox,
+                                                                  const std::string& folder_id,
+                                                                  const std::vector<RemoteMessage>& items) override {
+        std::lock_guard lock(mutex_);
+        Txn txn(db_);
+        auto f = load_folder(mailbox, folder_id);
+        if (!f) throw std::runtime_error("state database: unknown folder");
+        FolderChange change;
+        std::vector<std::uint32_t> uids;
+        std::uint32_t uidnext = f->uidnext;
+        std::uint64_t modseq = f->highestmodseq;
+        Stmt q(db_, "SELECT uid, flags, keywords FROM messages WHERE mailbox=? AND folder_id=? AND graph_id=?");
+        Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, modseq=? WHERE mailbox=? AND folder_id=? AND uid=?");
+        Stmt ins(db_, "INSERT INTO messages(mailbox, folder_id, uid, graph_id, flags, keywords, size, internal_date, "
+                      "modseq) VALUES(?,?,?,?,?,?,?,?,?)");
+        for (const auto& m : items) {
+            std::string kw = join_keywords(m.keywords);
+            q.reset().bind(1, mailbox).bind(2, folder_id).bind(3, m.graph_id);
+            if (q.step()) {
+                auto uid = static_cast<std::uint32_t>(q.i64(0));
+                uids.push_back(uid);
+                if (static_cast<std::uint32_t>(q.i64(1)) == m.flags && q.text(2) == kw) continue;
+                ++modseq;
+                upd.reset()
+                    .bind(1, static_cast<std::int64_t>(m.flags))
+                    .bind(2, kw)
+                    .bind(3, static_cast<std::int64_t>(modseq))
+                    .bind(4, mailbox)
+                    .bind(5, folder_id)
+                    .bind(6, static_cast<std::int64_t>(uid))
+                    .run();
+                change.changed.push_back(uid);
+                continue;
+            }
+            std::uint32_t uid = uidnext++;
+            ++modseq;
+            ins.reset()
+                .bind(1, mailbox)
+                .bind(2, folder_id)
+                .bind(3, static_cast<std::int64_t>(uid))
+                .bind(4, m.graph_id)
+                .bind(5, static_cast<std::int64_t>(m.flags))
+                .bind(6, kw)
+                .bind(7, static_cast<std::int64_t>(m.size))
+                .bind(8, m.internal_date)
+                .bind(9, static_cast<std::int64_t>(modseq))
+                .run();
+            uids.push_back(uid);
+            change.added.push_back(uid);
+        }
+        finish(mailbox, folder_id, uidnext, modseq, change);
+        txn.commit();
+        return {uids, change};
+    }
+
+    FolderChange remove_messages(const std::string& mailbox, const std::string& folder_id,
+                                 const std::vector<std::uint32_t>& uids) override {
+        std::lock_guard lock(mutex_);
+        Txn txn(db_);
+        auto f = load_folder(mailbox, folder_id);
+        if (!f) throw std::runtime_error("state database: unknown folder");
+        FolderChange change;
+        Stmt del(db_, "DELETE FROM messages WHERE mailbox=? AND folder_id=? AND uid=?");
+        for (auto uid : uids) {
+            del.reset().bind(1, mailbox).bind(2, folder_id).bind(3, static_cast<std::int64_t>(uid)).run();
+            if (sqlite3_changes(db_.get()) > 0) change.removed.push_back(uid);
+        }
+        // An expunge is a change of the folder (RFC 7162 3.1.10 wants HIGHESTMODSEQ to move).
+        std::uint64_t modseq = f->highestmodseq + (change.removed.empty() ? 0 : 1);
+        finish(mailbox, folder_id, f->uidnext, modseq, change);
+        txn.commit();
+        return change;
+    }
+
+    void set_subscribed(const std::string& mailbox, const std::string& folder_id, bool subscribed) override {
+        std::lock_guard lock(mutex_);
+        Stmt q(db_, "UPDATE folders SET subscribed=? WHERE mailbox=? AND folder_id=?");
+        q.bind(1, static_cast<std::int64_t>(subscribed ? 1 : 0)).bind(2, mailbox).bind(3, folder_id).run();
+    }
+
     void reset_delta(const std::string& mailbox, const std::string& folder_id) override {
         std::lock_guard lock(mutex_);
         Stmt q(db_, "UPDATE folders SET delta_link='' WHERE mailbox=? AND folder_id=?");
@@ -372,6 +483,22 @@ private:
         Db& db_;
         bool done_ = false;
     };
+
+    // Stores the folder's counters after a local write and completes the change record.
+    void finish(const std::string& mailbox, const std::string& folder_id, std::uint32_t uidnext, std::uint64_t modseq,
+                FolderChange& change) {
+        Stmt fu(db_, "UPDATE folders SET uidnext=?, highestmodseq=? WHERE mailbox=? AND folder_id=?");
+        fu.bind(1, static_cast<std::int64_t>(uidnext))
+            .bind(2, static_cast<std::int64_t>(modseq))
+            .bind(3, mailbox)
+            .bind(4, folder_id)
+            .run();
+        std::sort(change.removed.begin(), change.removed.end());
+        std::sort(change.changed.begin(), change.changed.end());
+        change.changed.erase(std::unique(change.changed.begin(), change.changed.end()), change.changed.end());
+        change.uidnext = uidnext;
+        change.highestmodseq = modseq;
+    }
 
     static MessageRecord row(const Stmt& q) {
         MessageRecord m;

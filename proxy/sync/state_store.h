@@ -110,6 +110,29 @@ public:
     // Forgets the delta link (the next sync is a full round reconciled against the stored map).
     virtual void reset_delta(const std::string& mailbox, const std::string& folder_id) = 0;
 
+    // ---- local writes (the IMAP write path), each one transaction --------------------------------------
+    struct FlagUpdate {
+        std::uint32_t uid = 0;
+        std::uint32_t flags = 0;
+        std::vector<std::string> keywords;
+    };
+    // New flags and keywords for messages of a folder, as Graph now has them (plus the local kDeleted);
+    // unknown UIDs are skipped; every message that changes takes the next modseq.
+    virtual FolderChange set_flags(const std::string& mailbox, const std::string& folder_id,
+                                   const std::vector<FlagUpdate>& updates) = 0;
+    // Messages that exist in Graph now (the answer to a create, copy or move): an id already in the folder
+    // keeps its UID (and takes the flags given), a new one takes the next UID at once, so COPYUID and
+    // APPENDUID can be answered before the next delta round, which then finds the id known. Returns the
+    // UIDs in the order given, and the change.
+    virtual std::pair<std::vector<std::uint32_t>, FolderChange> add_known(const std::string& mailbox,
+                                                                          const std::string& folder_id,
+                                                                          const std::vector<RemoteMessage>& items) = 0;
+    // Removes messages from a folder by UID (expunged or moved away over IMAP).
+    virtual FolderChange remove_messages(const std::string& mailbox, const std::string& folder_id,
+                                         const std::vector<std::uint32_t>& uids) = 0;
+    // SUBSCRIBE / UNSUBSCRIBE (kept across restarts and folder tree refreshes).
+    virtual void set_subscribed(const std::string& mailbox, const std::string& folder_id, bool subscribed) = 0;
+
     // Cached FETCH data computed from the MIME, keyed by immutable id (survives moves between folders).
     struct Derived {
         std::uint64_t exact_size = 0;  // octets of the CRLF-normalised MIME served for BODY[]
