@@ -148,20 +148,23 @@ void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
     }
     if (wants_modseq) enable_condstore();
     // BODY[...] (not PEEK) sets \Seen in a read-write mailbox (RFC 3501 6.4.5): stored first (one PATCH
-    // per unseen message), so the FLAGS the client is told are what Microsoft 365 has.
+    // per unseen message); each such message's FETCH response then carries its new FLAGS (what Microsoft
+    // 365 has), in the same response as the body, as clients such as curl expect.
+    std::vector<std::uint32_t> seen_now;
+    sync::MailService::Snapshot latest;
     if (sets_seen && !selected_->read_only) {
         if (auto uids = resolve_set(c.args[first], uid)) {
-            std::vector<std::uint32_t> unseen;
             for (const auto& m : selected_->messages())
-                if (!(m.flags & sync::kSeen) && std::binary_search(uids->begin(), uids->end(), m.uid)) unseen.push_back(m.uid);
-            if (!unseen.empty()) {
+                if (!(m.flags & sync::kSeen) && std::binary_search(uids->begin(), uids->end(), m.uid))
+                    seen_now.push_back(m.uid);
+            if (!seen_now.empty()) {
                 sync::MailService::FlagOp op;
                 op.flags = sync::kSeen;
-                auto r = svc_.mail->store_flags(account_->mailbox, selected_->folder.folder_id, unseen, op);
+                auto r = svc_.mail->store_flags(account_->mailbox, selected_->folder.folder_id, seen_now, op);
                 if (r.error)
                     log::Logger::instance().write(log::Level::Warn, "imap", &ctx_, "could not set \\Seen",
                                                   {{"error", r.error->message}});
-                flush_updates(false);
+                latest = svc_.mail->snapshot(account_->mailbox, selected_->folder.folder_id);
             }
         }
     }
@@ -170,6 +173,8 @@ void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
     job->tag = c.tag;
     job->uid = uid;
     job->modseq = wants_modseq;
+    job->seen_now = std::move(seen_now);
+    job->latest = std::move(latest);
     job->items = std::move(*items);
     auto indexes = resolve_indexes(c.args[first], uid);
     if (!indexes) return bad(c.tag, "Sequence number out of range");
@@ -192,6 +197,14 @@ void Session::run_fetch() {
     while (job.next < job.indexes.size() && produced < 1024 * 1024) {
         std::size_t idx = job.indexes[job.next++];
         const sync::MessageRecord& m = msgs[idx];
+        // A message this FETCH marked \Seen: its flags (and modseq) as stored now.
+        const sync::MessageRecord* now = &m;
+        bool marked = std::binary_search(job.seen_now.begin(), job.seen_now.end(), m.uid);
+        if (marked && job.latest) {
+            auto it = std::lower_bound(job.latest->begin(), job.latest->end(), m.uid,
+                                       [](const sync::MessageRecord& r, std::uint32_t u) { return r.uid < u; });
+            if (it != job.latest->end() && it->uid == m.uid) now = &*it;
+        }
         MessageData data(*this, m);
         std::string line = fmt::format("* {} FETCH (", idx + 1);
         bool first = true;
@@ -199,18 +212,19 @@ void Session::run_fetch() {
             if (!first) line += ' ';
             first = false;
         };
-        bool has_uid = false, has_modseq = false;
+        bool has_uid = false, has_modseq = false, has_flags = false;
         for (const auto& it : job.items) {
             has_uid = has_uid || it.kind == FetchItem::Kind::Uid;
             has_modseq = has_modseq || it.kind == FetchItem::Kind::ModSeq;
+            has_flags = has_flags || it.kind == FetchItem::Kind::Flags;
         }
         if (job.uid && !has_uid) {
             sep();
             line += "UID " + std::to_string(m.uid);
         }
-        if (job.modseq && !has_modseq) {
+        if ((job.modseq || (marked && condstore_)) && !has_modseq) {
             sep();
-            line += "MODSEQ (" + std::to_string(m.modseq) + ")";
+            line += "MODSEQ (" + std::to_string(now->modseq) + ")";
         }
         bool failed = false;
         for (const auto& it : job.items) {
@@ -221,11 +235,11 @@ void Session::run_fetch() {
                     break;
                 case FetchItem::Kind::ModSeq:
                     sep();
-                    line += "MODSEQ (" + std::to_string(m.modseq) + ")";
+                    line += "MODSEQ (" + std::to_string(now->modseq) + ")";
                     break;
                 case FetchItem::Kind::Flags:
                     sep();
-                    line += "FLAGS (" + flag_list(m) + ")";
+                    line += "FLAGS (" + flag_list(*now) + ")";
                     break;
                 case FetchItem::Kind::InternalDate:
                     sep();
@@ -279,6 +293,7 @@ void Session::run_fetch() {
             job.failed = true;
             continue;
         }
+        if (marked && !has_flags) line += " FLAGS (" + flag_list(*now) + ")";
         line += ")\r\n";
         produced += line.size();
         out(line);
@@ -286,8 +301,9 @@ void Session::run_fetch() {
     if (job.next >= job.indexes.size()) {
         std::string tag = job.tag;
         bool failed = job.failed, uid = job.uid;
+        auto told = std::move(job.seen_now);  // their new FLAGS went out with the FETCH
         job_.reset();
-        flush_updates(uid);  // no EXPUNGE after FETCH (RFC 3501 7.4.1); UID FETCH may
+        flush_updates(uid, nullptr, &told);  // no EXPUNGE after FETCH (RFC 3501 7.4.1); UID FETCH may
         if (failed) no(tag, "[UNAVAILABLE] Some messages could not be read from Microsoft 365; try again");
         else ok(tag, uid ? "UID FETCH completed" : "FETCH completed");
     }

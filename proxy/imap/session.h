@@ -155,7 +155,7 @@ private:
     std::optional<std::vector<std::uint32_t>> resolve_set(const Value& set, bool uid);
     // "[UNAVAILABLE] ..." / "[CANNOT] ..." text for a Graph failure during a write.
     static std::string write_error(const sync::SourceError& e);
-    // Expunges the \\Deleted messages of the selected folder (all, or those among `only`); the EXPUNGE
+    // Expunges the \Deleted messages of the selected folder (all, or those among `only`); the EXPUNGE
     // responses come from the next flush_updates(true) (none for CLOSE, which deselects first).
     std::optional<sync::SourceError> expunge_selected(const std::optional<std::vector<std::uint32_t>>& only);
     // The parent folder id and display name for a new IMAP path; nullopt (with a reason) when it cannot be.
@@ -174,6 +174,8 @@ private:
         std::size_t next = 0;
         bool failed = false;
         bool modseq = false;  // MODSEQ item (asked for, or CHANGEDSINCE)
+        std::vector<std::uint32_t> seen_now;  // UIDs this FETCH marked \Seen (ascending)
+        std::shared_ptr<const std::vector<sync::MessageRecord>> latest;  // the folder after that
     };
     std::optional<std::vector<FetchItem>> parse_fetch_items(const Value& v);
     void run_fetch();

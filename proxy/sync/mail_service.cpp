@@ -1,6 +1,9 @@
 #include "proxy/sync/mail_service.h"
 
 #include <algorithm>
+#include <atomic>
+#include <functional>
+#include <thread>
 
 #include "common/ascii.h"
 #include "common/log.h"
@@ -306,6 +309,56 @@ int last_verb(std::uint32_t flags) { return flags & kForwarded ? 104 : flags & k
 
 }  // namespace
 
+namespace {
+
+// Runs call(i) for i in [0, n), at most `width` at a time (Graph allows 4 concurrent requests per
+// mailbox; one slot is left for the bodies other sessions may be fetching). A throttled call waits for its
+// Retry-After (up to 30 s) and is tried again, three times at most; after any other failure no new call
+// starts. Returns per index: not run (nullopt), succeeded (an empty error) or the error.
+using CallResult = std::optional<std::optional<SourceError>>;
+std::vector<CallResult> fan_out(std::size_t n, std::size_t width,
+                                const std::function<std::optional<SourceError>(std::size_t)>& call) {
+    std::vector<CallResult> results(n);
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> stop{false};
+    auto worker = [&] {
+        while (!stop) {
+            std::size_t i = next++;
+            if (i >= n) return;
+            std::optional<SourceError> e;
+            for (int attempt = 0;; ++attempt) {
+                e = call(i);
+                if (!e || e->kind != SourceError::Kind::Throttled || attempt == 3 || e->retry_after.value_or(1) > 30) break;
+                std::this_thread::sleep_for(std::chrono::seconds(std::max<std::int64_t>(1, e->retry_after.value_or(1))));
+            }
+            if (e && e->kind != SourceError::Kind::NotFound) stop = true;
+            results[i] = e;
+        }
+    };
+    width = std::max<std::size_t>(1, std::min(width, n));
+    if (width == 1) {
+        worker();
+        return results;
+    }
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < width; ++t) threads.emplace_back(worker);
+    for (auto& t : threads) t.join();
+    return results;
+}
+
+constexpr std::size_t kWriteWidth = 3;
+
+// The first real failure among the results (NotFound means "already gone": not a failure of the write).
+std::optional<SourceError> first_error(const std::vector<CallResult>& results) {
+    for (const auto& r : results)
+        if (r && *r && (*r)->kind != SourceError::Kind::NotFound) return **r;
+    return std::nullopt;
+}
+
+bool succeeded(const CallResult& r) { return r && !*r; }
+
+}  // namespace
+
 MailService::FlagResult MailService::store_flags(const std::string& mailbox, const std::string& folder_id,
                                                  const std::vector<std::uint32_t>& uids, const FlagOp& op) {
     FlagResult result;
@@ -314,10 +367,15 @@ MailService::FlagResult MailService::store_flags(const std::string& mailbox, con
         result.error = not_configured();
         return result;
     }
-    std::vector<StateStore::FlagUpdate> updates;
     FolderChange change;
     {
         auto lock = box->sync->exclusive();
+        struct Work {
+            StateStore::FlagUpdate update;
+            std::string graph_id;
+            MailSource::Patch patch;
+        };
+        std::vector<Work> work;
         for (auto uid : uids) {
             auto m = store_.message(mailbox, folder_id, uid);
             if (!m) continue;  // expunged meanwhile
@@ -327,22 +385,21 @@ MailService::FlagResult MailService::store_flags(const std::string& mailbox, con
             }
             auto [flags, kw] = apply_op(*m, op);
             if (flags == m->flags && kw == m->keywords) continue;
-            MailSource::Patch patch;
-            if ((flags ^ m->flags) & kSeen) patch.read = (flags & kSeen) != 0;
-            if ((flags ^ m->flags) & kFlagged) patch.flagged = (flags & kFlagged) != 0;
-            if (last_verb(flags) != last_verb(m->flags)) patch.last_verb = last_verb(flags);
-            if (kw != m->keywords) patch.categories = kw;
-            if (!patch.empty()) {
-                if (auto e = box->source->update(mailbox, m->graph_id, patch)) {
-                    if (e->kind != SourceError::Kind::NotFound) {
-                        result.error = e;
-                        break;
-                    }
-                    continue;  // gone in Graph: the next sync expunges it
-                }
-            }
-            updates.push_back({uid, flags, kw});
+            Work w{{uid, flags, kw}, m->graph_id, {}};
+            if ((flags ^ m->flags) & kSeen) w.patch.read = (flags & kSeen) != 0;
+            if ((flags ^ m->flags) & kFlagged) w.patch.flagged = (flags & kFlagged) != 0;
+            if (last_verb(flags) != last_verb(m->flags)) w.patch.last_verb = last_verb(flags);
+            if (kw != m->keywords) w.patch.categories = kw;
+            work.push_back(std::move(w));
         }
+        auto results = fan_out(work.size(), kWriteWidth, [&](std::size_t i) -> std::optional<SourceError> {
+            if (work[i].patch.empty()) return std::nullopt;  // \Deleted only: local
+            return box->source->update(mailbox, work[i].graph_id, work[i].patch);
+        });
+        std::vector<StateStore::FlagUpdate> updates;
+        for (std::size_t i = 0; i < work.size(); ++i)
+            if (succeeded(results[i])) updates.push_back(work[i].update);  // a NotFound one: the next sync expunges it
+        result.error = first_error(results);
         if (!updates.empty()) change = store_.set_flags(mailbox, folder_id, updates);
     }
     box->sync->publish(folder_id, change);
@@ -367,29 +424,34 @@ MailService::CopyResult MailService::copy_messages(const std::string& mailbox, c
             return result;
         }
         result.dest_uidvalidity = dest->uidvalidity;
+        std::vector<MessageRecord> sources;
+        for (auto uid : uids)
+            if (auto m = store_.message(mailbox, folder_id, uid)) sources.push_back(std::move(*m));
+        std::vector<std::string> new_ids(sources.size());
+        auto results = fan_out(sources.size(), kWriteWidth, [&](std::size_t i) -> std::optional<SourceError> {
+            auto r = move ? box->source->move(mailbox, sources[i].graph_id, dest_folder_id)
+                          : box->source->copy(mailbox, sources[i].graph_id, dest_folder_id);
+            if (auto* e = std::get_if<SourceError>(&r)) return *e;
+            new_ids[i] = std::get<std::string>(r);
+            return std::nullopt;
+        });
         std::vector<RemoteMessage> arrived;
-        for (auto uid : uids) {
-            auto m = store_.message(mailbox, folder_id, uid);
-            if (!m) continue;
-            auto r = move ? box->source->move(mailbox, m->graph_id, dest_folder_id)
-                          : box->source->copy(mailbox, m->graph_id, dest_folder_id);
-            if (auto* e = std::get_if<SourceError>(&r)) {
-                if (e->kind == SourceError::Kind::NotFound) continue;
-                result.error = *e;
-                break;
-            }
+        for (std::size_t i = 0; i < sources.size(); ++i) {
+            if (!succeeded(results[i])) continue;
+            const auto& m = sources[i];
             RemoteMessage rm;
-            rm.graph_id = std::get<std::string>(r);
-            rm.flags = m->flags & ~(move ? static_cast<std::uint32_t>(kDeleted) : 0u);
-            rm.keywords = m->keywords;
-            rm.size = m->size;
-            rm.internal_date = m->internal_date;
+            rm.graph_id = new_ids[i];
+            rm.flags = m.flags & ~(move ? static_cast<std::uint32_t>(kDeleted) : 0u);
+            rm.keywords = m.keywords;
+            rm.size = m.size;
+            rm.internal_date = m.internal_date;
             if (!move) {  // the copy has the same bytes: reuse what was computed from them
-                if (auto d = store_.derived(mailbox, m->graph_id)) store_.put_derived(mailbox, rm.graph_id, *d);
+                if (auto d = store_.derived(mailbox, m.graph_id)) store_.put_derived(mailbox, rm.graph_id, *d);
             }
             arrived.push_back(std::move(rm));
-            result.source_uids.push_back(uid);
+            result.source_uids.push_back(m.uid);
         }
+        result.error = first_error(results);
         if (!arrived.empty()) {
             auto [dest_uids, ch] = store_.add_known(mailbox, dest_folder_id, arrived);
             result.dest_uids = std::move(dest_uids);
@@ -416,34 +478,34 @@ MailService::ExpungeResult MailService::expunge(const std::string& mailbox, cons
         auto lock = box->sync->exclusive();
         for (const auto& f : store_.folders(mailbox))
             if (f.special_use == "\\Trash") trash_id = f.folder_id;
+        std::vector<MessageRecord> victims;
+        for (auto uid : uids)
+            if (auto m = store_.message(mailbox, folder_id, uid)) victims.push_back(std::move(*m));
+        std::vector<std::string> moved_ids(victims.size());
+        auto results = fan_out(victims.size(), kWriteWidth, [&](std::size_t i) -> std::optional<SourceError> {
+            if (permanent) return box->source->remove(mailbox, victims[i].graph_id, true);
+            auto r = box->source->move(mailbox, victims[i].graph_id, trash_id.empty() ? "deleteditems" : trash_id);
+            if (auto* e = std::get_if<SourceError>(&r)) return *e;
+            moved_ids[i] = std::get<std::string>(r);
+            return std::nullopt;
+        });
         std::vector<RemoteMessage> trashed;
-        for (auto uid : uids) {
-            auto m = store_.message(mailbox, folder_id, uid);
-            if (!m) continue;
-            std::optional<SourceError> err;
-            std::string moved_id;
-            if (permanent) {
-                err = box->source->remove(mailbox, m->graph_id, true);
-            } else {
-                auto r = box->source->move(mailbox, m->graph_id, trash_id.empty() ? "deleteditems" : trash_id);
-                if (auto* e = std::get_if<SourceError>(&r)) err = *e;
-                else moved_id = std::get<std::string>(r);
-            }
-            if (err && err->kind != SourceError::Kind::NotFound) {
-                result.error = err;
-                break;
-            }
-            result.removed.push_back(uid);
-            if (!err && !moved_id.empty() && !trash_id.empty() && trash_id != folder_id) {
+        for (std::size_t i = 0; i < victims.size(); ++i) {
+            const auto& r = results[i];
+            if (!r) continue;  // not attempted
+            if (*r && (*r)->kind != SourceError::Kind::NotFound) continue;  // failed: still here
+            result.removed.push_back(victims[i].uid);  // done, or already gone from Graph
+            if (succeeded(r) && !moved_ids[i].empty() && !trash_id.empty() && trash_id != folder_id) {
                 RemoteMessage rm;
-                rm.graph_id = moved_id;
-                rm.flags = m->flags & ~static_cast<std::uint32_t>(kDeleted);
-                rm.keywords = m->keywords;
-                rm.size = m->size;
-                rm.internal_date = m->internal_date;
+                rm.graph_id = moved_ids[i];
+                rm.flags = victims[i].flags & ~static_cast<std::uint32_t>(kDeleted);
+                rm.keywords = victims[i].keywords;
+                rm.size = victims[i].size;
+                rm.internal_date = victims[i].internal_date;
                 trashed.push_back(std::move(rm));
             }
         }
+        result.error = first_error(results);
         if (!result.removed.empty()) change = store_.remove_messages(mailbox, folder_id, result.removed);
         if (!trashed.empty()) trash_change = store_.add_known(mailbox, trash_id, trashed).second;
     }
