@@ -6,8 +6,11 @@ endpoint, then measures:
      requests it made (sandbox counter), per 1,000 messages;
   2. FETCH 1:* (FLAGS ENVELOPE): cold (bodies downloaded once to compute ENVELOPE) and warm (from the
      state store), in messages/s, and the Graph requests a warm FETCH makes (should be 0);
-  3. memory per idle connection: bridge RSS with C clients logged in, INBOX selected and in IDLE.
-Usage: bench/imap.py BUILD_DIR/graphbridge [--messages 10000] [--clients 1000]"""
+  3. writes: STORE of W messages (one PATCH each, 3 in flight), the same STORE again (no change: no
+     request), COPY and MOVE of W/5 messages to a new folder, EXPUNGE of W/5, APPEND of 100 messages;
+     messages/s and Graph requests each;
+  4. memory per idle connection: bridge RSS with C clients logged in, INBOX selected and in IDLE.
+Usage: bench/imap.py BUILD_DIR/graphbridge [--messages 10000] [--clients 1000] [--writes 1000]"""
 import argparse
 import os
 import resource
@@ -66,6 +69,9 @@ def main():
     ap.add_argument("binary")
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--writes", type=int, default=1000)
+    ap.add_argument("--latency-ms", type=int, default=0,
+                    help="hold every Graph request this long during the writes (a real tenant's ~50-200 ms)")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, a.clients * 2 + 200)), hard))
@@ -110,6 +116,52 @@ def main():
         reqs = graph_requests(t) - before
         print("warm FETCH 1:* (FLAGS ENVELOPE): %.3f s each = %.0f messages/s (%.1f FETCH 1:*/s), %d Graph "
               "requests in %d rounds" % (took / rounds, a.messages * rounds / took, rounds / took, reqs, rounds))
+
+        # Writes: what Graph calls they cost and how fast they go (the sandbox answers in ~1-2 ms; on a real
+        # tenant each call takes ~50-200 ms, so requests per message is the number that carries over).
+        w = min(a.writes, a.messages)
+        if a.latency_ms:
+            t.admin("/sandbox/settings", {"graph_latency_ms": a.latency_ms})
+            print("writes with %d ms Graph latency per request:" % a.latency_ms)
+
+        def timed(label, command, n):
+            before = graph_requests(t)
+            start = time.time()
+            c.cmd(command)
+            took = time.time() - start
+            reqs = graph_requests(t) - before
+            print("%s: %.2f s = %.0f messages/s, %d Graph requests (%.2f per message)"
+                  % (label, took, n / took, reqs, reqs / max(1, n)))
+
+        timed("STORE 1:%d +FLAGS (\\Flagged)" % w, "STORE 1:%d +FLAGS.SILENT (\\Flagged)" % w, w)
+        timed("same STORE again (nothing changes)", "STORE 1:%d +FLAGS.SILENT (\\Flagged)" % w, w)
+        k = max(1, w // 5)
+        c.cmd("CREATE BenchTarget")
+        timed("COPY 1:%d to a folder" % k, "COPY 1:%d BenchTarget" % k, k)
+        timed("MOVE 1:%d to a folder" % k, "MOVE 1:%d BenchTarget" % k, k)
+        c.cmd("STORE 1:%d +FLAGS.SILENT (\\Deleted)" % k)
+        timed("EXPUNGE of %d (to Deleted Items)" % k, "EXPUNGE", k)
+        msg = ("From: bob@sandbox.test\r\nSubject: appended %d\r\nMessage-ID: <bench-%d@sandbox.test>\r\n\r\n"
+               + "x" * 76 + "\r\n") * 1
+        before = graph_requests(t)
+        start = time.time()
+        for i in range(100):
+            body = (msg % (i, i)) + ("y" * 76 + "\r\n") * 130  # ~10 KB
+            c.n += 1
+            tag = b"b%d" % c.n
+            c.s.sendall(tag + b" APPEND BenchTarget (\\Seen) {%d+}\r\n" % len(body) + body.encode() + b"\r\n")
+            while True:
+                line = c.f.readline()
+                if line.startswith(tag + b" "):
+                    if b" OK [APPENDUID" not in line:
+                        raise RuntimeError(line.decode(errors="replace"))
+                    break
+        took = time.time() - start
+        reqs = graph_requests(t) - before
+        print("APPEND x 100 (10 KB, JSON create): %.1f ms each, %d Graph requests" % (took * 10, reqs))
+
+        if a.latency_ms:
+            t.admin("/sandbox/settings", {"graph_latency_ms": 0})
 
         # Idle connections. One login first, so scrypt's 32 MB working set is already in the allocator.
         warm = Client(t.imap_port)
