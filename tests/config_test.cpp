@@ -248,6 +248,18 @@ TEST_F(ConfigTest, FromPolicyAndQueueSettings) {
     EXPECT_NE(all.find("queue.per_mailbox: must be between 1 and 4"), std::string::npos) << all;
 }
 
+TEST_F(ConfigTest, ImapTrashExpunge) {
+    EXPECT_EQ(load(write(kValid)).imap.trash_expunge, "permanent");
+    std::string text = kValid;
+    text.insert(text.find("[log]"), "[imap]\ntrash_expunge = \"recoverable\"\n\n");
+    EXPECT_EQ(load(write(text)).imap.trash_expunge, "recoverable");
+    std::string bad = kValid;
+    bad.insert(bad.find("[log]"), "[imap]\ntrash_expunge = \"shred\"\n\n");
+    auto p = problems(bad);
+    ASSERT_EQ(p.size(), 1u);
+    EXPECT_NE(p[0].to_string().find("imap.trash_expunge: must be"), std::string::npos) << p[0].to_string();
+}
+
 TEST_F(ConfigTest, KeyPasswordCertFileAndExtraClaims) {
     std::ofstream(dir_ + "/app.cer") << "cert\n";
     std::string text = kValid;

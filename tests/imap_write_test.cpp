@@ -78,8 +78,9 @@ protected:
         return r.index() == 0 ? std::get<0>(r) : std::string();
     }
 
-    std::unique_ptr<imap::Session> session() {
+    std::unique_ptr<imap::Session> session(bool trash_permanent = true) {
         imap::SessionServices s;
+        s.trash_expunge_permanent = trash_permanent;
         s.policy = policy_;
         s.throttle = &throttle_;
         s.mail = mail_.get();
@@ -347,6 +348,14 @@ TEST_F(ImapWriteTest, ExpungeMovesToDeletedItemsAndPermanentlyDeletesThere) {
     // EXAMINE cannot expunge.
     out = talk(*s, "9 EXAMINE INBOX\r\n10 EXPUNGE\r\n");
     EXPECT_TRUE(has(out, "10 NO [READ-ONLY]")) << out;
+    // trash_expunge = "recoverable": a DELETE (into Recoverable Items) instead.
+    auto r = session(false);
+    out = talk(*r, "1 SELECT \"Deleted Items\"\r\n2 STORE 1:* +FLAGS.SILENT (\\Deleted)\r\n");
+    reset_calls();
+    out = talk(*r, "3 EXPUNGE\r\n");
+    EXPECT_TRUE(has(out, "* 1 EXPUNGE\r\n3 OK")) << out;
+    EXPECT_EQ(calls(), (std::vector<std::string>{"DELETE /messages/{id}"}));
+    EXPECT_FALSE(find("deleteditems", "exp-3"));
 }
 
 TEST_F(ImapWriteTest, CopyAndMoveAnswerCopyUidAndNeverReupload) {

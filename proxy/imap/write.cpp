@@ -238,8 +238,13 @@ std::optional<sync::SourceError> Session::expunge_selected(const std::optional<s
         if ((m.flags & sync::kDeleted) && (!only || std::binary_search(only->begin(), only->end(), m.uid)))
             uids.push_back(m.uid);
     if (uids.empty()) return std::nullopt;
-    bool permanent = selected_->folder.special_use == "\\Trash" && svc_.trash_expunge_permanent;
-    return svc_.mail->expunge(account_->mailbox, selected_->folder.folder_id, uids, permanent).error;
+    // Outside Deleted Items an expunged message goes there (what Outlook's delete does); inside it, it is
+    // deleted: for good, or into Recoverable Items ([imap] trash_expunge).
+    using R = sync::MailService::Removal;
+    R how = selected_->folder.special_use != "\\Trash" ? R::ToTrash
+            : svc_.trash_expunge_permanent             ? R::PermanentDelete
+                                                       : R::Delete;
+    return svc_.mail->expunge(account_->mailbox, selected_->folder.folder_id, uids, how).error;
 }
 
 void Session::cmd_expunge(const Command& c, bool uid, std::size_t first) {

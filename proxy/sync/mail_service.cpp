@@ -465,7 +465,7 @@ MailService::CopyResult MailService::copy_messages(const std::string& mailbox, c
 }
 
 MailService::ExpungeResult MailService::expunge(const std::string& mailbox, const std::string& folder_id,
-                                                const std::vector<std::uint32_t>& uids, bool permanent) {
+                                                const std::vector<std::uint32_t>& uids, Removal how) {
     ExpungeResult result;
     Box* box = find_box(mailbox);
     if (!box) {
@@ -483,7 +483,8 @@ MailService::ExpungeResult MailService::expunge(const std::string& mailbox, cons
             if (auto m = store_.message(mailbox, folder_id, uid)) victims.push_back(std::move(*m));
         std::vector<std::string> moved_ids(victims.size());
         auto results = fan_out(victims.size(), kWriteWidth, [&](std::size_t i) -> std::optional<SourceError> {
-            if (permanent) return box->source->remove(mailbox, victims[i].graph_id, true);
+            if (how != Removal::ToTrash)
+                return box->source->remove(mailbox, victims[i].graph_id, how == Removal::PermanentDelete);
             auto r = box->source->move(mailbox, victims[i].graph_id, trash_id.empty() ? "deleteditems" : trash_id);
             if (auto* e = std::get_if<SourceError>(&r)) return *e;
             moved_ids[i] = std::get<std::string>(r);

@@ -115,9 +115,11 @@ public:
         std::vector<std::uint32_t> removed;
         std::optional<SourceError> error;
     };
-    // EXPUNGE: the messages move to Deleted Items, or (`permanent`) are deleted for good.
+    // EXPUNGE: the messages move to Deleted Items, are deleted (DELETE: into Recoverable Items), or are
+    // deleted for good (permanentDelete).
+    enum class Removal { ToTrash, Delete, PermanentDelete };
     ExpungeResult expunge(const std::string& mailbox, const std::string& folder_id,
-                          const std::vector<std::uint32_t>& uids, bool permanent);
+                          const std::vector<std::uint32_t>& uids, Removal how);
 
     struct AppendRequest {
         std::string body;  // what to POST: the MIME (mime = true, Graph makes a draft) or a Graph JSON message
