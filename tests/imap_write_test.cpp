@@ -548,3 +548,44 @@ TEST_F(ImapWriteTest, CondstoreModseqChangedSinceUnchangedSince) {
     EXPECT_EQ(count(calls(), "PATCH /messages/{id}"), 1u);
     EXPECT_TRUE(find("inbox", "cs-2")->read);
 }
+
+TEST_F(ImapWriteTest, QresyncVanishedAndResyncAtSelect) {
+    for (int i = 1; i <= 5; ++i) inject("inbox", "qr-" + std::to_string(i));
+    auto a = session();
+    std::string out = talk(*a, "1 SELECT INBOX (QRESYNC (1 1))\r\n");
+    EXPECT_TRUE(has(out, "1 BAD")) << out;  // QRESYNC must be enabled first
+    out = talk(*a, "2 ENABLE QRESYNC\r\n3 SELECT INBOX\r\n");
+    EXPECT_TRUE(has(out, "* ENABLED CONDSTORE QRESYNC") || has(out, "* ENABLED QRESYNC")) << out;
+    std::string validity = first_match(out, R"(\[UIDVALIDITY (\d+)\])");
+    std::string h0 = first_match(out, R"(\[HIGHESTMODSEQ (\d+)\])");
+    ASSERT_FALSE(h0.empty()) << out;
+
+    auto b = session();
+    talk(*b, "1 SELECT INBOX\r\n2 STORE 2 +FLAGS (\\Flagged)\r\n3 STORE 4 +FLAGS (\\Deleted)\r\n4 EXPUNGE\r\n");
+    // A QRESYNC client hears of expunges as VANISHED with UIDs, never as EXPUNGE.
+    out = talk(*a, "4 NOOP\r\n");
+    EXPECT_TRUE(has(out, "* VANISHED 4\r\n")) << out;
+    EXPECT_FALSE(has(out, "EXPUNGE")) << out;
+    EXPECT_TRUE(std::regex_search(out, std::regex(R"(\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\))"))) << out;
+    std::string h1 = first_match(talk(*a, "5 STATUS INBOX (HIGHESTMODSEQ)\r\n"), R"(HIGHESTMODSEQ (\d+))");
+    EXPECT_GT(std::stoull(h1), std::stoull(h0));
+
+    // A client coming back with what it knew at h0 is told exactly what it missed.
+    auto c = session();
+    out = talk(*c, "1 ENABLE QRESYNC\r\n2 SELECT INBOX (QRESYNC (" + validity + " " + h0 + " 1:5))\r\n");
+    EXPECT_TRUE(has(out, "* VANISHED (EARLIER) 4\r\n")) << out;
+    EXPECT_TRUE(std::regex_search(out, std::regex(R"(\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\))"))) << out;
+    EXPECT_FALSE(has(out, "UID 1 ")) << out;
+    EXPECT_FALSE(has(out, "UID 3 ")) << out;
+    EXPECT_TRUE(has(out, "2 OK [READ-WRITE]")) << out;
+    // A stale UIDVALIDITY gets no resync data (the client must start over).
+    out = talk(*c, "3 SELECT INBOX (QRESYNC (1 " + h0 + "))\r\n");
+    EXPECT_FALSE(has(out, "VANISHED")) << out;
+    // UID FETCH with VANISHED.
+    out = talk(*c, "4 SELECT INBOX\r\n5 UID FETCH 1:* (FLAGS) (CHANGEDSINCE " + h0 + " VANISHED)\r\n");
+    EXPECT_TRUE(has(out, "* VANISHED (EARLIER) 4\r\n")) << out;
+    EXPECT_TRUE(has(out, "FETCH (UID 2 MODSEQ (")) << out;
+    EXPECT_FALSE(has(out, "FETCH (UID 1 ")) << out;
+    out = talk(*c, "6 FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n");
+    EXPECT_TRUE(has(out, "6 BAD")) << out;  // VANISHED only with UID FETCH
+}

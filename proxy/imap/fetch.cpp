@@ -132,12 +132,18 @@ void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
     auto items = parse_fetch_items(c.args[first + 1]);
     if (!items) return bad(c.tag, "Invalid FETCH items");
     std::optional<std::uint64_t> changed_since;
+    bool vanished = false;
     if (c.args.size() == first + 3) {
+        // (CHANGEDSINCE n [VANISHED])   (RFC 7162 3.1.4, 3.2.6)
         const auto& m = c.args[first + 2];
-        if (!m.is_list() || m.items.size() != 2 || !m.items[0].is_atom("CHANGEDSINCE") || !m.items[1].is_atom() ||
-            m.items[1].text.empty() || m.items[1].text.size() > 20 ||
-            !std::all_of(m.items[1].text.begin(), m.items[1].text.end(), ::isdigit))
-            return bad(c.tag, "Invalid FETCH modifier");
+        bool valid = m.is_list() && (m.items.size() == 2 || m.items.size() == 3) && m.items[0].is_atom("CHANGEDSINCE") &&
+                     m.items[1].is_atom() && !m.items[1].text.empty() && m.items[1].text.size() <= 20 &&
+                     std::all_of(m.items[1].text.begin(), m.items[1].text.end(), ::isdigit);
+        if (valid && m.items.size() == 3) {
+            valid = m.items[2].is_atom("VANISHED") && uid && qresync_;
+            vanished = valid;
+        }
+        if (!valid) return bad(c.tag, "Invalid FETCH modifier");
         changed_since = std::stoull(m.items[1].text);
     }
     bool wants_modseq = changed_since.has_value();
@@ -179,6 +185,11 @@ void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
     auto indexes = resolve_indexes(c.args[first], uid);
     if (!indexes) return bad(c.tag, "Sequence number out of range");
     job->indexes = std::move(*indexes);
+    if (vanished) {
+        // The UIDs of the set that are gone (a superset of those expunged since CHANGEDSINCE: allowed).
+        auto gone = vanished_set(pi::parse_sequence_set(c.args[first].text));
+        if (!gone.empty()) untagged("VANISHED (EARLIER) " + gone);
+    }
     if (changed_since) {
         auto& ix = job->indexes;
         ix.erase(std::remove_if(ix.begin(), ix.end(), [&](std::size_t i) { return msgs[i].modseq <= *changed_since; }),

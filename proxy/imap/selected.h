@@ -31,6 +31,9 @@ struct Session::FetchItem {
     std::optional<std::pair<std::uint64_t, std::uint64_t>> partial;  // <origin.count>
 };
 
+// "1:3,7" for ascending UIDs (COPYUID, VANISHED, MODIFIED).
+std::string uid_set_text(const std::vector<std::uint32_t>& ascending);
+
 // "\Seen \Flagged $Forwarded Keyword" for FETCH FLAGS (keywords that are not IMAP atoms are left out).
 std::string flag_list(const sync::MessageRecord& m);
 

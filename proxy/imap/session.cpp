@@ -139,7 +139,7 @@ void Session::ok(const std::string& tag, std::string_view text) { tagged(tag, st
 bool Session::login_allowed() const { return cfg_.tls_active || cfg_.loopback; }
 
 std::string Session::capabilities() const {
-    std::string c = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE CHILDREN "
+    std::string c = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC CHILDREN "
                     "SPECIAL-USE LIST-EXTENDED LIST-STATUS";
     if (cfg_.tls_available && !cfg_.tls_active && !account_) c += " STARTTLS";
     if (!account_) c += login_allowed() ? " AUTH=PLAIN" : " LOGINDISABLED";
@@ -397,9 +397,14 @@ void Session::cmd_enable(const Command& c) {
         if (!a.is_atom()) return bad(c.tag, "ENABLE takes atoms");
     std::string enabled;
     for (const auto& a : c.args) {
-        if (a.is_atom("CONDSTORE") && enabled.find("CONDSTORE") == std::string::npos) {
+        if (a.is_atom("CONDSTORE") && enabled.find(" CONDSTORE") == std::string::npos) {
             enable_condstore();
             enabled += " CONDSTORE";
+        }
+        if (a.is_atom("QRESYNC") && !qresync_) {  // implies CONDSTORE (RFC 7162 3.2.3)
+            enable_condstore();
+            qresync_ = true;
+            enabled += " QRESYNC";
         }
     }
     untagged("ENABLED" + enabled);
@@ -583,13 +588,48 @@ void Session::deselect() {
 }
 
 void Session::cmd_select(const Command& c, bool read_only) {
-    // SELECT mailbox [(CONDSTORE)]   (RFC 7162 3.1.8)
+    // SELECT mailbox [(CONDSTORE)] / [(QRESYNC (uidvalidity modseq [known-uids [seq-match]]))]
+    // (RFC 7162 3.1.8, 3.2.5)
     if (c.args.size() != 1 && !(c.args.size() == 2 && c.args[1].is_list()))
         return bad(c.tag, "SELECT needs a mailbox name");
+    struct Resync {
+        std::uint32_t uidvalidity = 0;
+        std::uint64_t modseq = 0;
+        std::optional<pi::SequenceSet> known;
+    };
+    std::optional<Resync> resync;
     if (c.args.size() == 2) {
-        for (const auto& p : c.args[1].items) {
-            if (!p.is_atom("CONDSTORE")) return bad(c.tag, "Unknown SELECT parameter");
-            enable_condstore();
+        const auto& params = c.args[1].items;
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            if (params[i].is_atom("CONDSTORE")) {
+                enable_condstore();
+            } else if (params[i].is_atom("QRESYNC") && i + 1 < params.size() && params[i + 1].is_list()) {
+                if (!qresync_) return bad(c.tag, "ENABLE QRESYNC first");
+                const auto& q = params[++i].items;
+                auto number = [](const Value& v, std::uint64_t max) -> std::optional<std::uint64_t> {
+                    if (!v.is_atom() || v.text.empty() || v.text.size() > 20 ||
+                        !std::all_of(v.text.begin(), v.text.end(), ::isdigit))
+                        return std::nullopt;
+                    auto n = std::stoull(v.text);
+                    if (n == 0 || n > max) return std::nullopt;
+                    return n;
+                };
+                if (q.size() < 2 || q.size() > 4) return bad(c.tag, "Invalid QRESYNC parameter");
+                auto validity = number(q[0], 0xFFFFFFFFull);
+                auto modseq = number(q[1], ~0ull);
+                if (!validity || !modseq) return bad(c.tag, "Invalid QRESYNC parameter");
+                Resync r{static_cast<std::uint32_t>(*validity), *modseq, std::nullopt};
+                if (q.size() >= 3) {
+                    if (!q[2].is_atom() || !(r.known = pi::parse_sequence_set(q[2].text)))
+                        return bad(c.tag, "Invalid known-uids");
+                }
+                // The optional sequence match data only narrows what may be reported; every vanished
+                // UID is reported anyway, so it is accepted and not needed.
+                if (q.size() == 4 && !q[3].is_list()) return bad(c.tag, "Invalid sequence match data");
+                resync = r;
+            } else {
+                return bad(c.tag, "Unknown SELECT parameter");
+            }
         }
     }
     auto name = c.args[0].astring();
@@ -639,6 +679,16 @@ void Session::cmd_select(const Command& c, bool read_only) {
     untagged(fmt::format("OK [UIDVALIDITY {}] UIDs valid", selected_->folder.uidvalidity));
     untagged(fmt::format("OK [UIDNEXT {}] Predicted next UID", selected_->folder.uidnext));
     untagged(fmt::format("OK [HIGHESTMODSEQ {}] Highest", selected_->folder.highestmodseq));
+    if (resync && resync->uidvalidity == selected_->folder.uidvalidity) {
+        // What the client missed since its modseq: every UID it may know that is gone (a superset of those
+        // expunged since then, which RFC 7162 3.2.5.2 allows), then the messages changed since.
+        auto gone = vanished_set(resync->known);
+        if (!gone.empty()) untagged("VANISHED (EARLIER) " + gone);
+        for (std::size_t i = 0; i < msgs.size(); ++i)
+            if (msgs[i].modseq > resync->modseq)
+                untagged(fmt::format("{} FETCH (UID {} FLAGS ({}) MODSEQ ({}))", i + 1, msgs[i].uid, flag_list(msgs[i]),
+                                     msgs[i].modseq));
+    }
     ok(c.tag, std::string(selected_->read_only ? "[READ-ONLY]" : "[READ-WRITE]") + " " + c.name + " completed");
 }
 
@@ -739,8 +789,17 @@ void Session::flush_updates(bool allow_expunge, const std::vector<std::uint32_t>
         std::sort(changed.begin(), changed.end());
         changed.erase(std::unique(changed.begin(), changed.end()), changed.end());
     }
-    // EXPUNGE, highest sequence number first, so every number is valid when it is sent.
-    for (auto it = gone.rbegin(); it != gone.rend(); ++it) untagged(fmt::format("{} EXPUNGE", *it + 1));
+    if (qresync_) {
+        // With QRESYNC enabled, expunges are told as VANISHED with UIDs (RFC 7162 3.2.10).
+        if (!gone.empty()) {
+            std::vector<std::uint32_t> uids;
+            for (auto i : gone) uids.push_back(old[i].uid);
+            untagged("VANISHED " + uid_set_text(uids));
+        }
+    } else {
+        // EXPUNGE, highest sequence number first, so every number is valid when it is sent.
+        for (auto it = gone.rbegin(); it != gone.rend(); ++it) untagged(fmt::format("{} EXPUNGE", *it + 1));
+    }
     std::size_t old_count = old.size() - gone.size();
     if (latest != s.view) {
         if (ghosts.empty()) {

@@ -38,6 +38,7 @@
 #include "common/log.h"
 #include "graph/mail/imap_message.h"
 #include "protocol/imap/imap_parser.h"
+#include "protocol/imap/sequence_set.h"
 #include "proxy/smtp/policy.h"
 #include "proxy/sync/mail_service.h"
 #include "proxy/sync/sent_registry.h"
@@ -206,6 +207,9 @@ private:
     void flush_updates(bool allow_expunge, const std::vector<std::uint32_t>* report = nullptr,
                        const std::vector<std::uint32_t>* suppress = nullptr);
     void enable_condstore();
+    // UIDs below UIDNEXT (within `known`, if given) that are not in the selected view, as a UID set: what
+    // a client may still hold that is gone (VANISHED (EARLIER)); "" when none.
+    std::string vanished_set(const std::optional<protocol::imap::SequenceSet>& known) const;
     void deselect();
 
     SessionServices svc_;
@@ -223,6 +227,7 @@ private:
     std::optional<std::string> idle_tag_;  // IDLE in progress
 
     bool condstore_ = false;  // RFC 7162: MODSEQ in untagged FETCH, HIGHESTMODSEQ
+    bool qresync_ = false;    // RFC 7162 QRESYNC: VANISHED instead of EXPUNGE
     std::unique_ptr<Selected> selected_;
     std::unique_ptr<FetchJob> job_;
 

@@ -58,19 +58,6 @@ std::optional<ParsedFlags> parse_flags(const std::vector<protocol::imap::Value>&
     return out;
 }
 
-// "1:3,7" from an ascending list (COPYUID's sets keep the order of the source list, which ascends).
-std::string compact(const std::vector<std::uint32_t>& v) {
-    std::string out;
-    for (std::size_t i = 0; i < v.size();) {
-        std::size_t j = i;
-        while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
-        if (!out.empty()) out += ',';
-        out += j == i ? std::to_string(v[i]) : fmt::format("{}:{}", v[i], v[j]);
-        i = j + 1;
-    }
-    return out;
-}
-
 // RFC 3501 date-time: "dd-Mon-yyyy hh:mm:ss +zzzz" (day may be space-padded) -> unix seconds.
 std::optional<std::int64_t> parse_date_time(std::string_view s) {
     if (s.size() == 26 && s[0] == ' ') s.remove_prefix(1);
@@ -122,6 +109,42 @@ std::string canonical_path(std::string name) {
 }
 
 }  // namespace
+
+std::string uid_set_text(const std::vector<std::uint32_t>& v) {
+    std::string out;
+    for (std::size_t i = 0; i < v.size();) {
+        std::size_t j = i;
+        while (j + 1 < v.size() && v[j + 1] == v[j] + 1) ++j;
+        if (!out.empty()) out += ',';
+        out += j == i ? std::to_string(v[i]) : fmt::format("{}:{}", v[i], v[j]);
+        i = j + 1;
+    }
+    return out;
+}
+
+std::string Session::vanished_set(const std::optional<pi::SequenceSet>& known) const {
+    const auto& msgs = selected_->messages();
+    std::uint32_t top = selected_->folder.uidnext > 0 ? selected_->folder.uidnext - 1 : 0;
+    if (!msgs.empty()) top = std::max(top, msgs.back().uid);
+    std::vector<pi::SequenceSet::Range> known_ranges;
+    if (known) known_ranges = known->ranges(top);
+    else if (top > 0) known_ranges.push_back({1, top});
+    // The gaps between the UIDs present, within each known range: O(messages + ranges), never per UID.
+    std::vector<pi::SequenceSet::Range> gaps;
+    for (auto [lo, hi] : known_ranges) {
+        hi = std::min(hi, top);
+        if (lo == 0 || lo > hi) continue;
+        auto it = std::lower_bound(msgs.begin(), msgs.end(), lo,
+                                   [](const sync::MessageRecord& m, std::uint32_t u) { return m.uid < u; });
+        std::uint32_t next = lo;  // the first UID not yet accounted for
+        for (; it != msgs.end() && it->uid <= hi; ++it) {
+            if (it->uid > next) gaps.push_back({next, it->uid - 1});
+            next = it->uid + 1;
+        }
+        if (next <= hi) gaps.push_back({next, hi});
+    }
+    return pi::format_ranges(gaps);
+}
 
 std::string Session::write_error(const sync::SourceError& e) {
     switch (e.kind) {
@@ -223,7 +246,7 @@ void Session::cmd_store(const Command& c, bool uid, std::size_t first) {
                 if (std::binary_search(r.modified.begin(), r.modified.end(), msgs[i].uid))
                     ids.push_back(static_cast<std::uint32_t>(i + 1));
         }
-        return ok(c.tag, "[MODIFIED " + compact(ids) + "] Conditional STORE failed for some messages");
+        return ok(c.tag, "[MODIFIED " + uid_set_text(ids) + "] Conditional STORE failed for some messages");
     }
     ok(c.tag, uid ? "UID STORE completed" : "STORE completed");
 }
@@ -284,7 +307,7 @@ void Session::cmd_copy(const Command& c, bool uid, std::size_t first, bool move)
     auto r = svc_.mail->copy_messages(account_->mailbox, selected_->folder.folder_id, *uids, dest->folder_id, move);
     std::string copyuid;
     if (!r.source_uids.empty())
-        copyuid = fmt::format("[COPYUID {} {} {}] ", r.dest_uidvalidity, compact(r.source_uids), compact(r.dest_uids));
+        copyuid = fmt::format("[COPYUID {} {} {}] ", r.dest_uidvalidity, uid_set_text(r.source_uids), uid_set_text(r.dest_uids));
     if (move && !copyuid.empty()) untagged("OK " + copyuid + "Moved");  // before the EXPUNGEs (RFC 6851 4.3)
     flush_updates(true);
     if (r.error) return no(c.tag, write_error(*r.error));

@@ -310,6 +310,9 @@ public:
                 it = local.erase(it);
             }
         }
+        // An expunge changes the folder too: HIGHESTMODSEQ moves, so a client comparing it (CONDSTORE,
+        // QRESYNC) knows to look (RFC 7162 3.1.10).
+        if (!change.removed.empty()) ++modseq;
         Stmt fu(db_, "UPDATE folders SET uidnext=?, highestmodseq=?, delta_link=?, synced_at=? WHERE mailbox=? AND "
                      "folder_id=?");
         fu.bind(1, static_cast<std::int64_t>(uidnext))

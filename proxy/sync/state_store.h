@@ -11,7 +11,7 @@
 //     never reuses one.
 //   * Every mutating call is one transaction: after a crash either all of a batch is there or none.
 //   * MODSEQ: every change to a message's flags (and every new message) takes the next value of the
-//     folder's highestmodseq (RFC 7162 semantics, local counter).
+//     folder's highestmodseq (RFC 7162 semantics, local counter); a batch that expunges raises it too.
 //
 // The interface is narrow and semantic (apply a batch, not "run this SQL") so that a shared database can
 // replace SQLite when several instances serve the same mailboxes: UID assignment happens inside the
