@@ -34,7 +34,7 @@ protected:
     void SetUp() override {
         sb_ = new test::TestSandbox("imapw");
         access_ = new test::GraphAccess(*sb_);
-        source_ = new sync::GraphSource(access_->graph, sb_->base());
+        source_ = new sync::GraphSource(access_->graph, sb_->base(), 500, &access_->client);
         config::Config cfg;
         config::AccountConfig a;
         a.login = "alice";
@@ -157,12 +157,22 @@ protected:
             if (m.subject == subject) return m;
         return std::nullopt;
     }
-    // Graph calls since the last reset, as "METHOD route" for this mailbox.
+    // Graph writes since the last reset, as "METHOD route" for this mailbox (GETs, the reads of syncing,
+    // left out).
     std::vector<std::string> calls() {
         std::vector<std::string> out;
         for (const auto& r : sb_->server().requests())
-            if (r.mailbox == kBox) out.push_back(r.method + " " + r.route);
+            if (r.mailbox == kBox && r.method != "GET") out.push_back(r.method + " " + r.route);
         return out;
+    }
+    // PATCH a message as Outlook would (the app's own Graph access).
+    void outlook_patch(const std::string& id, const std::string& json) {
+        http::Request r;
+        r.method = "PATCH";
+        r.url = "/v1.0/users/" + std::string(kBox) + "/messages/" + url_encode(id);
+        r.headers.emplace_back("Content-Type", "application/json");
+        r.body = json;
+        EXPECT_EQ(access_->graph.call(r).response.status, 200);
     }
     void reset_calls() { sb_->server().clear_requests(); }
     static std::size_t count(const std::vector<std::string>& v, const std::string& what) {
@@ -588,4 +598,98 @@ TEST_F(ImapWriteTest, QresyncVanishedAndResyncAtSelect) {
     EXPECT_FALSE(has(out, "FETCH (UID 1 ")) << out;
     out = talk(*c, "6 FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n");
     EXPECT_TRUE(has(out, "6 BAD")) << out;  // VANISHED only with UID FETCH
+}
+
+TEST_F(ImapWriteTest, LargeDraftIsUploadedInPiecesLargeNonDraftIsRefusedCleanly) {
+    // 5 MB of attachment: over Graph's 4 MB request limit even before base64.
+    std::string pdf(5'000'000, '\0');
+    for (std::size_t i = 0; i < pdf.size(); ++i) pdf[i] = static_cast<char>((i * 7919) % 251);
+    std::string b64 = auth::base64_encode(pdf);
+    std::string wrapped;
+    for (std::size_t i = 0; i < b64.size(); i += 76) wrapped += b64.substr(i, 76) + "\r\n";
+    auto message = [&](const std::string& subject) {
+        return "From: alice@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: " + subject +
+               "\r\nMessage-ID: <" + subject + "@sandbox.test>\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\n"
+               "see the attachment\r\n--b1\r\nContent-Type: application/pdf; name=\"big.pdf\"\r\n"
+               "Content-Disposition: attachment; filename=\"big.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n" +
+               wrapped + "--b1--\r\n";
+    };
+    auto s = session();
+    reset_calls();
+    std::string draft = message("big-draft");
+    std::string out = talk(*s, "1 APPEND Drafts (\\Draft \\Seen) {" + std::to_string(draft.size()) + "+}\r\n" + draft + "\r\n");
+    EXPECT_TRUE(has(out, "1 OK [APPENDUID")) << out.substr(0, 300);
+    auto d = find("drafts", "big-draft");
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(d->draft);
+    auto c = calls();
+    EXPECT_EQ(count(c, "POST /mailfolders/{id}/messages"), 1u);
+    EXPECT_EQ(count(c, "POST /messages/{id}/attachments/createuploadsession"), 1u);
+    // The attachment arrived whole.
+    auto atts = get("/messages/" + d->id + "/attachments");
+    ASSERT_EQ(atts["value"].Size(), 1u);
+    EXPECT_STREQ(atts["value"][0]["name"].GetString(), "big.pdf");
+    EXPECT_EQ(atts["value"][0]["size"].GetInt64(), 5'000'000);
+    std::string bytes = raw(d->id);
+    EXPECT_NE(bytes.find(b64.substr(0, 76)), std::string::npos);
+
+    // Not a draft: Graph cannot take it (attachments after the create need a draft). Refused, nothing left.
+    std::string big = message("big-received");
+    out = talk(*s, "2 APPEND INBOX (\\Seen) {" + std::to_string(big.size()) + "+}\r\n" + big + "\r\n");
+    EXPECT_TRUE(has(out, "2 NO [TOOBIG]")) << out.substr(0, 300);
+    EXPECT_FALSE(find("inbox", "big-received"));
+    // An upload failing half-way deletes the half-made draft: no draft without its attachment.
+    sandbox::Fault f;
+    f.target = sandbox::Fault::Target::Upload;
+    f.status = 500;
+    sb_->server().inject(f, 5);
+    std::string again = message("big-draft-2");
+    out = talk(*s, "3 APPEND Drafts (\\Draft) {" + std::to_string(again.size()) + "+}\r\n" + again + "\r\n");
+    sb_->server().clear_faults();
+    EXPECT_TRUE(has(out, "3 NO [UNAVAILABLE]")) << out.substr(0, 300);
+    EXPECT_FALSE(find("drafts", "big-draft-2"));
+}
+
+TEST_F(ImapWriteTest, StoreDecidesOnWhatGraphHasNowNotOnTheLastPoll) {
+    std::string id = inject("inbox", "fresh-1");
+    auto s = session();
+    talk(*s, "1 SELECT INBOX\r\n");
+    // Flagged and read in Outlook a moment ago; the bridge has not polled since.
+    outlook_patch(id, R"({"flag":{"flagStatus":"flagged"},"isRead":true})");
+    reset_calls();
+    std::string out = talk(*s, "2 STORE 1 -FLAGS (\\Flagged)\r\n");
+    EXPECT_TRUE(has(out, "* 1 FETCH (UID 1 FLAGS (\\Seen))")) << out;
+    EXPECT_EQ(calls(), (std::vector<std::string>{"PATCH /messages/{id}"}));
+    EXPECT_EQ(find("inbox", "fresh-1")->flag, "notFlagged");
+    outlook_patch(id, R"({"isRead":false})");
+    out = talk(*s, "3 STORE 1 FLAGS ()\r\n4 STORE 1 +FLAGS (\\Seen)\r\n");
+    EXPECT_TRUE(has(out, "* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n4 OK")) << out;
+    EXPECT_TRUE(find("inbox", "fresh-1")->read);
+}
+
+TEST_F(ImapWriteTest, FailedCopyLeavesTheDestinationAsItWas) {
+    std::vector<std::string> ids;
+    for (int i = 1; i <= 6; ++i) ids.push_back(inject("inbox", "cp-" + std::to_string(i)));
+    auto s = session();
+    std::string out = talk(*s, "1 CREATE Dest\r\n2 SELECT INBOX\r\n");
+    sandbox::Fault f;
+    f.target = sandbox::Fault::Target::Graph;
+    f.status = 503;
+    f.path_suffix = "/messages/" + url_encode(ids[2]) + "/copy";
+    sb_->server().inject(f, 1);
+    out = talk(*s, "3 COPY 1:6 Dest\r\n4 STATUS Dest (MESSAGES)\r\n");
+    EXPECT_TRUE(has(out, "3 NO [UNAVAILABLE]")) << out;
+    EXPECT_FALSE(has(out, "COPYUID")) << out;
+    EXPECT_TRUE(has(out, "* STATUS Dest (MESSAGES 0)")) << out;
+    auto top = get("/mailFolders?$top=100");
+    std::string dest_id;
+    for (const auto& fo : top["value"].GetArray())
+        if (std::string(fo["displayName"].GetString()) == "Dest") dest_id = fo["id"].GetString();
+    ASSERT_FALSE(dest_id.empty());
+    EXPECT_TRUE(folder(dest_id).empty());
+    // The retry then copies each message exactly once.
+    out = talk(*s, "5 COPY 1:6 Dest\r\n");
+    EXPECT_TRUE(has(out, "5 OK [COPYUID")) << out;
+    EXPECT_EQ(folder(dest_id).size(), 6u);
 }

@@ -171,6 +171,19 @@ TEST(SentRegistry, MatchesTheSameMessageByIdAndBodyWithinTheWindowOnly) {
     for (int i = 0; i < 3; ++i) r.record("bob@x", "Message-ID: <n" + std::to_string(i) + "@x>\r\n\r\nb\r\n");
     EXPECT_EQ(r.size(), 3u);
     EXPECT_FALSE(r.match("bob@x", appended));
+    // Streamed in any pieces (as the SMTP side does), the fingerprint is the same.
+    for (std::size_t piece : {1u, 2u, 3u, 7u, 1000u}) {
+        SentRegistry streamed(std::chrono::seconds(60), 10);
+        SentRegistry::Fingerprint fp;
+        for (std::size_t i = 0; i < sent.size(); i += piece) fp.append(std::string_view(sent).substr(i, piece));
+        streamed.record("bob@x", std::move(fp));
+        EXPECT_EQ(streamed.match("bob@x", appended), "<m1@x>") << piece;
+    }
+    // A header block over 64 KiB is not fingerprinted (bounded memory), and never matches.
+    SentRegistry huge(std::chrono::seconds(60), 10);
+    std::string big = "Message-ID: <h@x>\r\nX-Pad: " + std::string(70000, 'a') + "\r\n\r\nb\r\n";
+    huge.record("bob@x", big);
+    EXPECT_EQ(huge.size(), 0u);
     SentRegistry expired(std::chrono::seconds(0), 10);
     expired.record("bob@x", sent);
     std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -79,47 +79,49 @@ std::string DeliveryResult::enhanced_status() const {
     return "5.0.0";
 }
 
-// One failed or successful call turned into a result.
-struct Deliverer::Call {
-    static DeliveryResult fail(const http::GraphResult& r, std::string step) {
-        DeliveryResult out;
-        out.step = std::move(step);
-        const auto& resp = r.response;
-        out.http_status = static_cast<int>(resp.status);
-        out.request_id = resp.header("request-id").value_or("");
-        if (r.token_error) {
-            out.outcome = Outcome::Transient;
-            out.detail = out.step + ": no access token: " + r.token_error->explanation;
-            return out;
-        }
-        if (resp.status == 0) {
-            out.outcome = Outcome::Transient;
-            out.detail = out.step + ": " + (resp.error.empty() ? "transport failure" : resp.error);
-            return out;
-        }
-        if (auto e = graph::parse_graph_error(resp.body)) {
-            out.graph_code = e->code;
-            out.graph_message = e->message;
-            if (out.request_id.empty()) out.request_id = e->request_id;
-        }
-        if (auto ra = resp.header("retry-after"))
-            out.retry_after = graph::parse_retry_after(*ra, static_cast<std::int64_t>(std::time(nullptr)));
-        switch (graph::classify(static_cast<int>(resp.status), out.graph_code)) {
-            case graph::FailureKind::Throttled:
-            case graph::FailureKind::Transient:
-            case graph::FailureKind::Auth:
-                out.outcome = Outcome::Transient;
-                break;
-            case graph::FailureKind::Permanent:
-                out.outcome = Outcome::Permanent;
-                break;
-        }
-        out.detail = out.step + ": HTTP " + std::to_string(resp.status) +
-                     (out.graph_code.empty() ? "" : " " + out.graph_code) +
-                     (out.graph_message.empty() ? "" : ": " + out.graph_message);
+namespace {
+
+// One failed call turned into a result.
+DeliveryResult failure(const http::GraphResult& r, std::string step) {
+    DeliveryResult out;
+    out.step = std::move(step);
+    const auto& resp = r.response;
+    out.http_status = static_cast<int>(resp.status);
+    out.request_id = resp.header("request-id").value_or("");
+    if (r.token_error) {
+        out.outcome = Outcome::Transient;
+        out.detail = out.step + ": no access token: " + r.token_error->explanation;
         return out;
     }
-};
+    if (resp.status == 0) {
+        out.outcome = Outcome::Transient;
+        out.detail = out.step + ": " + (resp.error.empty() ? "transport failure" : resp.error);
+        return out;
+    }
+    if (auto e = graph::parse_graph_error(resp.body)) {
+        out.graph_code = e->code;
+        out.graph_message = e->message;
+        if (out.request_id.empty()) out.request_id = e->request_id;
+    }
+    if (auto ra = resp.header("retry-after"))
+        out.retry_after = graph::parse_retry_after(*ra, static_cast<std::int64_t>(std::time(nullptr)));
+    switch (graph::classify(static_cast<int>(resp.status), out.graph_code)) {
+        case graph::FailureKind::Throttled:
+        case graph::FailureKind::Transient:
+        case graph::FailureKind::Auth:
+            out.outcome = Outcome::Transient;
+            break;
+        case graph::FailureKind::Permanent:
+            out.outcome = Outcome::Permanent;
+            break;
+    }
+    out.detail = out.step + ": HTTP " + std::to_string(resp.status) +
+                 (out.graph_code.empty() ? "" : " " + out.graph_code) +
+                 (out.graph_message.empty() ? "" : ": " + out.graph_message);
+    return out;
+}
+
+}  // namespace
 
 Deliverer::Deliverer(http::GraphClient& graph, http::Client& upload_http, DeliveryOptions options)
     : graph_(graph), upload_(upload_http), options_(options) {}
@@ -136,7 +138,7 @@ DeliveryResult Deliverer::store_in_inbox(std::string_view mailbox, const std::st
     std::vector<std::string> ids;
     if (auto id = res.response.header("request-id")) ids.push_back(*id);
     if (res.response.status != 201) {
-        auto out = Call::fail(res, "store in inbox");
+        auto out = failure(res, "store in inbox");
         out.request_ids = std::move(ids);
         return out;
     }
@@ -145,6 +147,85 @@ DeliveryResult Deliverer::store_in_inbox(std::string_view mailbox, const std::st
     out.http_status = 201;
     out.request_ids = std::move(ids);
     return out;
+}
+
+std::optional<DeliveryResult> attach_file(const GraphCall& call, http::Client& upload, const std::string& msg,
+                                          const Attachment& a, const DeliveryOptions& options,
+                                          std::vector<std::string>& ids) {
+    if (a.bytes.size() <= options.simple_attachment_max) {
+        rapidjson::StringBuffer sb;
+        Writer w(sb);
+        w.StartObject();
+        write_str(w, "@odata.type", "#microsoft.graph.fileAttachment");
+        write_str(w, "name", a.name);
+        write_str(w, "contentType", a.content_type);
+        write_str(w, "contentBytes", auth::base64_encode(a.bytes));
+        w.Key("isInline");
+        w.Bool(a.is_inline);
+        if (!a.content_id.empty()) write_str(w, "contentId", a.content_id);
+        w.EndObject();
+        http::Request r;
+        r.method = "POST";
+        r.url = msg + "/attachments";
+        r.headers.emplace_back("Content-Type", "application/json");
+        r.body = sb.GetString();
+        auto res = call(std::move(r));
+        if (res.response.status != 201)
+            return failure(res, "add attachment '" + a.name + "'");
+        return std::nullopt;
+    }
+    rapidjson::StringBuffer sb;
+    Writer w(sb);
+    w.StartObject();
+    w.Key("AttachmentItem");
+    w.StartObject();
+    write_str(w, "attachmentType", "file");
+    write_str(w, "name", a.name);
+    w.Key("size");
+    w.Uint64(a.bytes.size());
+    write_str(w, "contentType", a.content_type);
+    w.Key("isInline");
+    w.Bool(a.is_inline);
+    if (!a.content_id.empty()) write_str(w, "contentId", a.content_id);
+    w.EndObject();
+    w.EndObject();
+    http::Request r;
+    r.method = "POST";
+    r.url = msg + "/attachments/createUploadSession";
+    r.headers.emplace_back("Content-Type", "application/json");
+    r.body = sb.GetString();
+    auto res = call(std::move(r));
+    if (res.response.status != 201 && res.response.status != 200)
+        return failure(res, "create upload session for '" + a.name + "'");
+    auto url = json_string(res.response.body, "uploadUrl");
+    if (!url || url->empty()) {
+        auto d = failure(res, "create upload session");
+        d.outcome = Outcome::Transient;
+        d.detail = "create upload session: no uploadUrl in the response";
+        return d;
+    }
+    const std::size_t total = a.bytes.size();
+    for (std::size_t off = 0; off < total;) {
+        std::size_t len = std::min(options.upload_chunk, total - off);
+        http::Request put;
+        put.method = "PUT";
+        put.url = *url;  // pre-authenticated: no Authorization header, URL used as given
+        put.headers.emplace_back("Content-Type", "application/octet-stream");
+        put.headers.emplace_back("Content-Range", "bytes " + std::to_string(off) + "-" +
+                                                      std::to_string(off + len - 1) + "/" +
+                                                      std::to_string(total));
+        put.body = a.bytes.substr(off, len);
+        put.timeout_ms = options.timeout_ms;
+        http::GraphResult up;
+        up.response = upload.perform(put);
+        if (auto id = up.response.header("request-id")) ids.push_back(*id);
+        bool last = off + len == total;
+        long st = up.response.status;
+        if (!(last ? (st == 201 || st == 200) : st == 200))
+            return failure(up, "upload '" + a.name + "' at byte " + std::to_string(off));
+        off += len;
+    }
+    return std::nullopt;
 }
 
 DeliveryResult Deliverer::deliver(const Prepared& message) {
@@ -176,7 +257,7 @@ DeliveryResult Deliverer::deliver(const Prepared& message) {
         r.headers.emplace_back("Content-Type", "text/plain");
         r.body = auth::base64_encode(message.mime);
         auto res = call(std::move(r));
-        if (res.response.status != 202) return finish(Call::fail(res, "sendMail"));
+        if (res.response.status != 202) return finish(failure(res, "sendMail"));
         DeliveryResult d;
         d.outcome = Outcome::Delivered;
         d.http_status = 202;
@@ -193,10 +274,10 @@ DeliveryResult Deliverer::deliver(const Prepared& message) {
         r.headers.emplace_back("Content-Type", "text/plain");
         r.body = auth::base64_encode(message.mime);
         auto res = call(std::move(r));
-        if (res.response.status != 201) return finish(Call::fail(res, "create draft"));
+        if (res.response.status != 201) return finish(failure(res, "create draft"));
         auto id = json_string(res.response.body, "id");
         if (!id || id->empty()) {
-            auto d = Call::fail(res, "create draft");
+            auto d = failure(res, "create draft");
             d.outcome = Outcome::Transient;
             d.detail = "create draft: the 201 response carries no message id";
             return finish(d);
@@ -228,91 +309,18 @@ DeliveryResult Deliverer::deliver(const Prepared& message) {
         r.headers.emplace_back("Content-Type", "application/json");
         r.body = sb.GetString();
         auto res = call(std::move(r));
-        if (res.response.status != 200) return abandon(Call::fail(res, "patch recipients"));
+        if (res.response.status != 200) return abandon(failure(res, "patch recipients"));
     }
 
-    for (const auto& a : message.attachments) {
-        if (a.bytes.size() <= options_.simple_attachment_max) {
-            rapidjson::StringBuffer sb;
-            Writer w(sb);
-            w.StartObject();
-            write_str(w, "@odata.type", "#microsoft.graph.fileAttachment");
-            write_str(w, "name", a.name);
-            write_str(w, "contentType", a.content_type);
-            write_str(w, "contentBytes", auth::base64_encode(a.bytes));
-            w.Key("isInline");
-            w.Bool(a.is_inline);
-            if (!a.content_id.empty()) write_str(w, "contentId", a.content_id);
-            w.EndObject();
-            http::Request r;
-            r.method = "POST";
-            r.url = msg + "/attachments";
-            r.headers.emplace_back("Content-Type", "application/json");
-            r.body = sb.GetString();
-            auto res = call(std::move(r));
-            if (res.response.status != 201)
-                return abandon(Call::fail(res, "add attachment '" + a.name + "'"));
-            continue;
-        }
-        rapidjson::StringBuffer sb;
-        Writer w(sb);
-        w.StartObject();
-        w.Key("AttachmentItem");
-        w.StartObject();
-        write_str(w, "attachmentType", "file");
-        write_str(w, "name", a.name);
-        w.Key("size");
-        w.Uint64(a.bytes.size());
-        write_str(w, "contentType", a.content_type);
-        w.Key("isInline");
-        w.Bool(a.is_inline);
-        if (!a.content_id.empty()) write_str(w, "contentId", a.content_id);
-        w.EndObject();
-        w.EndObject();
-        http::Request r;
-        r.method = "POST";
-        r.url = msg + "/attachments/createUploadSession";
-        r.headers.emplace_back("Content-Type", "application/json");
-        r.body = sb.GetString();
-        auto res = call(std::move(r));
-        if (res.response.status != 201 && res.response.status != 200)
-            return abandon(Call::fail(res, "create upload session for '" + a.name + "'"));
-        auto url = json_string(res.response.body, "uploadUrl");
-        if (!url || url->empty()) {
-            auto d = Call::fail(res, "create upload session");
-            d.outcome = Outcome::Transient;
-            d.detail = "create upload session: no uploadUrl in the response";
-            return abandon(d);
-        }
-        const std::size_t total = a.bytes.size();
-        for (std::size_t off = 0; off < total;) {
-            std::size_t len = std::min(options_.upload_chunk, total - off);
-            http::Request put;
-            put.method = "PUT";
-            put.url = *url;  // pre-authenticated: no Authorization header, URL used as given
-            put.headers.emplace_back("Content-Type", "application/octet-stream");
-            put.headers.emplace_back("Content-Range", "bytes " + std::to_string(off) + "-" +
-                                                          std::to_string(off + len - 1) + "/" +
-                                                          std::to_string(total));
-            put.body = a.bytes.substr(off, len);
-            put.timeout_ms = options_.timeout_ms;
-            http::GraphResult up;
-            up.response = upload_.perform(put);
-            if (auto id = up.response.header("request-id")) ids.push_back(*id);
-            bool last = off + len == total;
-            long st = up.response.status;
-            if (!(last ? (st == 201 || st == 200) : st == 200))
-                return abandon(Call::fail(up, "upload '" + a.name + "' at byte " + std::to_string(off)));
-            off += len;
-        }
-    }
+    for (const auto& a : message.attachments)
+        if (auto failed = attach_file(call, upload_, msg, a, options_, ids)) return abandon(*failed);
 
     http::Request r;
     r.method = "POST";
     r.url = msg + "/send";
     auto res = call(std::move(r));
     if (res.response.status != 202) {
-        DeliveryResult failed = Call::fail(res, "send draft");
+        DeliveryResult failed = failure(res, "send draft");
         if (failed.outcome == Outcome::Permanent) return abandon(failed);
         // A timeout, a reset or a 5xx can come after Exchange took the message. Look at the draft before
         // anything else: sent (no longer a draft; its immutable id now names the Sent Items copy) means

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -56,6 +57,17 @@ struct DeliveryResult {
     std::string enhanced_status() const;
 };
 
+// A Graph request as the caller makes it (Prefer header, timeout and request-id bookkeeping included).
+using GraphCall = std::function<http::GraphResult(http::Request)>;
+
+// Adds one attachment to a draft (`message_path` = "/v1.0/users/{mailbox}/messages/{id}"): a fileAttachment
+// POST up to options.simple_attachment_max, else an upload session whose ranges are PUT through `upload`
+// (no Authorization header). Upload request-ids are appended to `request_ids`. nullopt on success, else
+// the failure, classified like a delivery (the caller decides what to do with the draft).
+std::optional<DeliveryResult> attach_file(const GraphCall& call, http::Client& upload, const std::string& message_path,
+                                          const Attachment& attachment, const DeliveryOptions& options,
+                                          std::vector<std::string>& request_ids);
+
 class Deliverer {
   public:
     // Both references must outlive the Deliverer. `upload_http` performs the unauthenticated upload PUTs.
@@ -67,7 +79,6 @@ class Deliverer {
     DeliveryResult store_in_inbox(std::string_view mailbox, const std::string& mime);
 
   private:
-    struct Call;
     http::GraphClient& graph_;
     http::Client& upload_;
     DeliveryOptions options_;

@@ -448,8 +448,8 @@ std::variant<ImportJson, ImportError> build_import_json(std::string_view mime, c
     using Kind = ImportError::Kind;
     // Bodies shrink at most ~4x on the way to JSON only through parts that are left out: past that the
     // message cannot be worth decoding.
-    if (o.max_json <= (std::numeric_limits<std::size_t>::max() - 65536) / 4 &&
-        mime.size() > o.max_json * 4 + 65536)
+    if (o.max_inline_attachment == static_cast<std::size_t>(-1) &&
+        o.max_json <= (std::numeric_limits<std::size_t>::max() - 65536) / 4 && mime.size() > o.max_json * 4 + 65536)
         return error(Kind::TooLarge, "the message (" + std::to_string(mime.size()) +
                                          " bytes) is far over the JSON limit of " +
                                          std::to_string(o.max_json) + " bytes");
@@ -613,7 +613,7 @@ std::variant<ImportJson, ImportError> build_import_json(std::string_view mime, c
         put(w, "value", value);
         w.EndObject();
     };
-    prop("Integer 0x0E07", o.read ? "1" : "0");
+    prop("Integer 0x0E07", std::to_string((o.read ? 1 : 0) | (o.draft ? 8 : 0)));
     if (auto v = first("Date")) {
         auto t = parse_date(*v);
         auto iso = t ? iso_utc(*t) : std::nullopt;
@@ -675,6 +675,10 @@ std::variant<ImportJson, ImportError> build_import_json(std::string_view mime, c
                 leaf.content_type == "application/x-pkcs7-mime")
                 imp.note("S/MIME encrypted or opaque-signed content kept as an attachment");
             bytes = std::move(leaf.bytes);
+        }
+        if (bytes.size() > o.max_inline_attachment) {
+            out.large.push_back(Attachment{name, content_type, content_id, is_inline, std::move(bytes)});
+            continue;
         }
         if (sb.GetSize() + base64_size(bytes.size()) + name.size() + 256 > o.max_json)
             return error(Kind::TooLarge,

@@ -39,6 +39,8 @@
 #include <variant>
 #include <vector>
 
+#include "graph/mail/prepare.h"
+
 namespace gb::mail {
 
 struct ImportOptions {
@@ -48,11 +50,17 @@ struct ImportOptions {
     std::vector<std::string> categories;   // other IMAP keywords
     std::optional<std::int64_t> received;  // IMAP internal date, unix seconds -> SystemTime 0x0E06
     std::size_t max_json = 3'900'000;      // the Graph request body limit (4 MB); bigger -> TooLarge
+    bool draft = false;                    // \Draft: 0x0E07 gets mfUnsent (8): Outlook opens it as a draft
+    // Attachments over this many (decoded) bytes are not put in the JSON but returned in ImportJson::large,
+    // for an upload session after the create (Graph takes those on drafts only). The message as a whole
+    // may then exceed 4 x max_json.
+    std::size_t max_inline_attachment = static_cast<std::size_t>(-1);
 };
 
 struct ImportJson {
     std::string json;                // the request body (UTF-8, valid JSON)
     std::vector<std::string> notes;  // what could not be carried over
+    std::vector<Attachment> large;   // over max_inline_attachment: to upload after the create
 };
 
 struct ImportError {

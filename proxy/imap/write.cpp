@@ -22,6 +22,8 @@ namespace pi = protocol::imap;
 
 namespace {
 
+constexpr std::size_t kMaxGraphRequest = 4'000'000;  // request body bytes Graph takes in one call
+
 using ascii::iequals;
 using ascii::upper;
 
@@ -306,7 +308,7 @@ void Session::cmd_copy(const Command& c, bool uid, std::size_t first, bool move)
         return no(c.tag, "[CANNOT] Source and destination are the same mailbox");
     auto r = svc_.mail->copy_messages(account_->mailbox, selected_->folder.folder_id, *uids, dest->folder_id, move);
     std::string copyuid;
-    if (!r.source_uids.empty())
+    if (!r.source_uids.empty() && (move || !r.error))
         copyuid = fmt::format("[COPYUID {} {} {}] ", r.dest_uidvalidity, uid_set_text(r.source_uids), uid_set_text(r.dest_uids));
     if (move && !copyuid.empty()) untagged("OK " + copyuid + "Moved");  // before the EXPUNGEs (RFC 6851 4.3)
     flush_updates(true);
@@ -352,10 +354,9 @@ void Session::cmd_append(const Command& c) {
     if (dest->special_use == "\\Sent" && svc_.sent)
         if (auto id = svc_.sent->match(account_->mailbox, raw)) req.sent_message_id = *id;
     if (req.sent_message_id.empty()) {
-        if (flags.flags & sync::kDraft) {
+        bool draft = (flags.flags & sync::kDraft) != 0;
+        if (draft && mail::base64_size(raw.size()) <= kMaxGraphRequest) {
             // A draft keeps its exact bytes (MIME create; Graph makes every MIME import a draft).
-            if (mail::base64_size(raw.size()) > 4'000'000)
-                return no(c.tag, "[TOOBIG] Drafts over 2.9 MB cannot be stored through Microsoft Graph in one request");
             req.body = raw;
             req.mime = true;
         } else {
@@ -366,14 +367,21 @@ void Session::cmd_append(const Command& c) {
             else if (flags.flags & sync::kAnswered) o.last_verb = 102;
             o.categories = flags.keywords;
             o.received = date ? *date : static_cast<std::int64_t>(std::time(nullptr));
+            // A draft too big for one request (a reply with a large attachment, saved by the client) is
+            // created from JSON as a draft, its big attachments uploaded after; Graph takes attachments on
+            // drafts only, so a non-draft must fit in one request.
+            o.draft = draft;
+            if (draft) o.max_inline_attachment = 1'000'000;
             auto built = mail::build_import_json(raw, o);
             if (auto* e = std::get_if<mail::ImportError>(&built)) {
                 if (e->kind == mail::ImportError::Kind::TooLarge)
-                    return no(c.tag, "[TOOBIG] Messages over about 2.9 MB cannot be stored through Microsoft Graph "
-                                     "in one request");
+                    return no(c.tag, "[TOOBIG] Messages over about 2.9 MB can only be stored as drafts through "
+                                     "Microsoft Graph (send it over SMTP instead, or keep it in a local folder)");
                 return no(c.tag, "[CANNOT] The message cannot be stored: " + e->message);
             }
-            req.body = std::move(std::get<mail::ImportJson>(built).json);
+            auto& j = std::get<mail::ImportJson>(built);
+            req.body = std::move(j.json);
+            req.attachments = std::move(j.large);
         }
     }
     auto r = svc_.mail->append(account_->mailbox, dest->folder_id, req);

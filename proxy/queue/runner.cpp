@@ -211,7 +211,6 @@ void Runner::attempt(QueuedMessage& m) {
                                    {"request_id", request_id},
                                    {"detail", r.detail}});
     if (r.delivered()) {
-        if (options_.on_sent) options_.on_sent(env.identity.mailbox, body);
         store_.delivered(m.id);
         count(&RunnerStats::delivered);
         return;

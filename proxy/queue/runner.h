@@ -72,9 +72,6 @@ struct RunnerOptions {
     std::chrono::seconds backoff_max{3600};
     mail::PreparePolicy prepare;
     std::string hostname = "graphbridge";
-    // Called after Graph accepted a message for sending (its mailbox and the bytes the client submitted):
-    // IMAP uses it to recognise the client's APPEND of the same message to Sent Items.
-    std::function<void(const std::string& mailbox, const std::string& mime)> on_sent;
 };
 
 struct RunnerStats {

@@ -26,6 +26,7 @@
 #include "proxy/spool/spool.h"
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mail_service.h"
+#include "proxy/sync/sent_registry.h"
 
 namespace gb::runtime {
 namespace {
@@ -63,19 +64,29 @@ smtp::Envelope from_spool(const spool::Envelope& s) {
 // The SMTP side's sink: every accepted message becomes a spool entry, and once durable, a queue item.
 class SpoolSink : public smtp::MessageSink {
 public:
-    SpoolSink(spool::Spool& spool, queue::Runner& runner) : spool_(spool), runner_(runner) {}
+    // `sent` (may be null): accepted messages are fingerprinted into it, for IMAP APPEND to Sent Items.
+    SpoolSink(spool::Spool& spool, queue::Runner& runner, sync::SentRegistry* sent)
+        : spool_(spool), runner_(runner), sent_(sent) {}
 
     class Writer : public smtp::MessageWriter {
     public:
-        Writer(spool::SpoolWriter w, queue::Runner& runner) : w_(std::move(w)), runner_(runner) {}
-        void append(std::string_view bytes) override { w_.append(bytes); }
+        Writer(spool::SpoolWriter w, queue::Runner& runner, sync::SentRegistry* sent)
+            : w_(std::move(w)), runner_(runner), sent_(sent) {}
+        void append(std::string_view bytes) override {
+            w_.append(bytes);
+            if (sent_) fingerprint_.append(bytes);
+        }
         void commit(const smtp::Envelope& env, Done done) override {
             queue::Runner* runner = &runner_;
-            w_.commit(to_spool(env), [done = std::move(done), env, runner](spool::CommitResult r) {
+            auto fp = std::make_shared<sync::SentRegistry::Fingerprint>(std::move(fingerprint_));
+            sync::SentRegistry* sent = sent_;
+            w_.commit(to_spool(env), [done = std::move(done), env, runner, fp, sent](spool::CommitResult r) {
                 if (!r.ok()) {
                     done(std::variant<std::string, std::string>(std::in_place_index<1>, r.error->message));
                     return;
                 }
+                // Known before the 250: the client's APPEND to Sent Items may follow at once.
+                if (sent) sent->record(env.identity.mailbox, std::move(*fp));
                 queue::QueuedMessage m;
                 m.id = r.id;
                 m.envelope = env;
@@ -88,15 +99,18 @@ public:
     private:
         spool::SpoolWriter w_;
         queue::Runner& runner_;
+        sync::SentRegistry* sent_;
+        sync::SentRegistry::Fingerprint fingerprint_;
     };
 
     std::unique_ptr<smtp::MessageWriter> begin() override {
-        return std::make_unique<Writer>(spool_.begin(), runner_);
+        return std::make_unique<Writer>(spool_.begin(), runner_, sent_);
     }
 
 private:
     spool::Spool& spool_;
     queue::Runner& runner_;
+    sync::SentRegistry* sent_;
 };
 
 // The queue's view of the spool.
@@ -136,7 +150,7 @@ public:
         broker_ = std::make_unique<auth::TokenBroker>(std::move(loaded_.broker), http::make_token_transport(*http_));
         graph_ = std::make_unique<http::GraphClient>(*http_, *broker_, app.graph_url);
         deliverer_ = std::make_unique<mail::Deliverer>(*graph_, *http_);
-        source_ = std::make_unique<sync::GraphSource>(*graph_, app.graph_url);
+        source_ = std::make_unique<sync::GraphSource>(*graph_, app.graph_url, 500, http_.get());
     }
     sync::MailSource& source() { return *source_; }
     mail::DeliveryResult deliver(const mail::Prepared& m) override { return deliverer_->deliver(m); }
@@ -184,7 +198,7 @@ struct Bridge::Impl {
     std::map<std::string, std::unique_ptr<GraphSender>> senders;
     std::unique_ptr<spool::Spool> spool;
     std::unique_ptr<SpoolStore> store;
-    sync::SentRegistry sent;  // messages sent over SMTP, for IMAP APPEND to Sent Items (outlives the runner)
+    sync::SentRegistry sent;  // messages accepted over SMTP, for IMAP APPEND to Sent Items (outlives the sink)
     std::unique_ptr<queue::Runner> runner;
     std::unique_ptr<SpoolSink> sink;
     std::unique_ptr<smtp::Policy> policy;
@@ -263,7 +277,6 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     ro.prepare.from_policy = cfg.smtp.from_policy == "keep"     ? mail::FromPolicy::Keep
                              : cfg.smtp.from_policy == "reject" ? mail::FromPolicy::Reject
                                                                 : mail::FromPolicy::Rewrite;
-    ro.on_sent = [&d](const std::string& mailbox, const std::string& mime) { d.sent.record(mailbox, mime); };
     d.runner = std::make_unique<queue::Runner>(*d.store, senders, ro);
 
     std::optional<spool::Error> err;
@@ -275,7 +288,8 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         ++d.recovered;
     }
 
-    d.sink = std::make_unique<SpoolSink>(*d.spool, *d.runner);
+    bool want_imap_early = !cfg.imap.listen.empty() || !cfg.imap.tls_listen.empty();
+    d.sink = std::make_unique<SpoolSink>(*d.spool, *d.runner, want_imap_early ? &d.sent : nullptr);
     d.policy = std::make_unique<smtp::Policy>(cfg);
     smtp::ServerOptions o;
     o.hostname = host_name();

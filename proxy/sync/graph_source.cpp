@@ -10,6 +10,7 @@
 #include "auth/crypto.h"
 #include "common/text.h"
 #include "graph/api/errors.h"
+#include "graph/mail/deliverer.h"
 
 namespace gb::sync {
 namespace {
@@ -106,8 +107,8 @@ std::optional<std::int64_t> parse_graph_time(std::string_view t) {
     return days * 86400 + h * 3600 + mi * 60 + s - offset;
 }
 
-GraphSource::GraphSource(http::GraphClient& graph, std::string graph_url, int page_size)
-    : graph_(graph), graph_url_(std::move(graph_url)), page_size_(page_size) {
+GraphSource::GraphSource(http::GraphClient& graph, std::string graph_url, int page_size, http::Client* upload)
+    : graph_(graph), graph_url_(std::move(graph_url)), page_size_(page_size), upload_(upload) {
     while (!graph_url_.empty() && graph_url_.back() == '/') graph_url_.pop_back();
 }
 
@@ -354,7 +355,10 @@ std::optional<SourceError> GraphSource::remove(const std::string& mailbox, const
 }
 
 SourceResult<RemoteMessage> GraphSource::create(const std::string& mailbox, const std::string& folder_id,
-                                                const std::string& body, bool mime) {
+                                                const std::string& body, bool mime,
+                                                const std::vector<mail::Attachment>& attachments) {
+    if (!attachments.empty() && !upload_)
+        return SourceError{SourceError::Kind::Permanent, "attachments too big for one request cannot be uploaded", {}};
     auto r = send("POST", user_path(mailbox) + "/mailFolders/" + url_encode(folder_id) + "/messages",
                   mime ? auth::base64_encode(body) : body, mime ? "text/plain" : "application/json");
     if (r.response.status != 201 && r.response.status != 200) return error_of(r);
@@ -364,6 +368,28 @@ SourceResult<RemoteMessage> GraphSource::create(const std::string& mailbox, cons
         return SourceError{SourceError::Kind::Transient, "malformed create response", {}};
     RemoteMessage m = parse_item(d);
     if (m.graph_id.empty()) return SourceError{SourceError::Kind::Transient, "create answered without an id", {}};
+    if (attachments.empty()) return m;
+    // The big attachments: a POST or an upload session each (the deliverer's code). A failure deletes the
+    // half-made message, so the client's retry does not leave a copy without its attachments behind.
+    const std::string path = user_path(mailbox) + "/messages/" + url_encode(m.graph_id);
+    mail::GraphCall call = [this](http::Request req) {
+        req.headers.emplace_back("Prefer", kPreferImmutable);
+        req.timeout_ms = 120000;
+        return graph_.call(std::move(req));
+    };
+    std::vector<std::string> ids;
+    for (const auto& a : attachments) {
+        if (auto failed = mail::attach_file(call, *upload_, path, a, mail::DeliveryOptions{}, ids)) {
+            send("DELETE", path, "");
+            SourceError e;
+            e.kind = failed->outcome == mail::Outcome::Permanent ? SourceError::Kind::Permanent
+                     : failed->http_status == 429                ? SourceError::Kind::Throttled
+                                                                 : SourceError::Kind::Transient;
+            e.message = failed->detail;
+            e.retry_after = failed->retry_after;
+            return e;
+        }
+    }
     return m;
 }
 

@@ -24,7 +24,9 @@ namespace gb::sync {
 class GraphSource final : public MailSource {
 public:
     // graph_url as configured (without /v1.0). `page_size` is sent as Prefer: odata.maxpagesize.
-    GraphSource(http::GraphClient& graph, std::string graph_url, int page_size = 500);
+    // `upload` (plain HTTPS, no token) carries upload-session ranges; without it a create with attachments
+    // over the one-request size fails as Permanent.
+    GraphSource(http::GraphClient& graph, std::string graph_url, int page_size = 500, http::Client* upload = nullptr);
 
     SourceResult<std::vector<RemoteFolder>> folders(const std::string& mailbox) override;
     SourceResult<DeltaPage> delta(const std::string& mailbox, const std::string& folder_id,
@@ -39,7 +41,8 @@ public:
     std::optional<SourceError> remove(const std::string& mailbox, const std::string& graph_id,
                                       bool permanent) override;
     SourceResult<RemoteMessage> create(const std::string& mailbox, const std::string& folder_id,
-                                       const std::string& body, bool mime) override;
+                                       const std::string& body, bool mime,
+                                       const std::vector<mail::Attachment>& attachments) override;
     SourceResult<std::string> find_by_message_id(const std::string& mailbox, const std::string& folder_id,
                                                  const std::string& message_id) override;
     SourceResult<RemoteFolder> create_folder(const std::string& mailbox, const std::string& parent_id,
@@ -64,6 +67,7 @@ private:
     http::GraphClient& graph_;
     std::string graph_url_;
     int page_size_;
+    http::Client* upload_;
 };
 
 // "2026-11-29T07:00:00Z" (with optional fraction and offset) -> unix seconds; nullopt if malformed.

@@ -370,6 +370,11 @@ MailService::FlagResult MailService::store_flags(const std::string& mailbox, con
     FolderChange change;
     {
         auto lock = box->sync->exclusive();
+        // Decide against what Graph has now, not what the last poll saw: a message flagged in Outlook a
+        // second ago and unflagged here must get its PATCH (one delta request, usually empty).
+        if (auto e = box->sync->sync_folder_locked(folder_id))
+            log::warn("sync", "refresh before STORE failed; deciding on the stored flags",
+                      {{"mailbox", mailbox}, {"error", e->message}});
         struct Work {
             StateStore::FlagUpdate update;
             std::string graph_id;
@@ -435,6 +440,13 @@ MailService::CopyResult MailService::copy_messages(const std::string& mailbox, c
             new_ids[i] = std::get<std::string>(r);
             return std::nullopt;
         });
+        result.error = first_error(results);
+        if (result.error && !move) {
+            // A failed COPY leaves the destination as it was (RFC 3501 6.4.7): the copies already made are
+            // deleted again; one that cannot be is kept and recorded (it exists), so nothing is hidden.
+            for (std::size_t i = 0; i < sources.size(); ++i)
+                if (succeeded(results[i]) && !box->source->remove(mailbox, new_ids[i], false)) results[i].reset();
+        }
         std::vector<RemoteMessage> arrived;
         for (std::size_t i = 0; i < sources.size(); ++i) {
             if (!succeeded(results[i])) continue;
@@ -451,7 +463,6 @@ MailService::CopyResult MailService::copy_messages(const std::string& mailbox, c
             arrived.push_back(std::move(rm));
             result.source_uids.push_back(m.uid);
         }
-        result.error = first_error(results);
         if (!arrived.empty()) {
             auto [dest_uids, ch] = store_.add_known(mailbox, dest_folder_id, arrived);
             result.dest_uids = std::move(dest_uids);
@@ -544,16 +555,17 @@ SourceResult<MailService::AppendResult> MailService::append(const std::string& m
             if (!request.keywords.empty()) patch.categories = request.keywords;
             if (auto e = box->source->update(mailbox, rm.graph_id, patch)) return *e;
         } else {
-            auto created = box->source->create(mailbox, folder_id, request.body, request.mime);
+            auto created = box->source->create(mailbox, folder_id, request.body, request.mime, request.attachments);
             if (auto* e = std::get_if<SourceError>(&created)) return *e;
             rm = std::move(std::get<RemoteMessage>(created));
             // A MIME create cannot carry flags: what Graph did not take from the request is patched after.
+            // (A JSON create carried them all; its answer just does not echo the last verb.)
             MailSource::Patch patch;
             if (((rm.flags ^ request.flags) & kSeen) != 0) patch.read = (request.flags & kSeen) != 0;
             if (((rm.flags ^ request.flags) & kFlagged) != 0) patch.flagged = (request.flags & kFlagged) != 0;
             if (last_verb(rm.flags) != last_verb(request.flags)) patch.last_verb = last_verb(request.flags);
             if (rm.keywords != request.keywords) patch.categories = request.keywords;
-            if (!patch.empty()) {
+            if (request.mime && !patch.empty()) {
                 if (auto e = box->source->update(mailbox, rm.graph_id, patch)) {
                     // The message exists; its flags are not what was asked. Say so rather than pretend.
                     log::warn("sync", "appended message created, but its flags could not be set",

@@ -127,6 +127,7 @@ public:
         std::uint32_t flags = 0;  // the flags the client asked for
         std::vector<std::string> keywords;
         std::string sent_message_id;  // set: look for this message in the folder instead of creating it
+        std::vector<mail::Attachment> attachments;  // too big for the create request: uploaded after it
     };
     struct AppendResult {
         std::uint32_t uidvalidity = 0, uid = 0;  // uid 0: created, but its UID is not known yet

@@ -7,6 +7,7 @@
 #include <variant>
 #include <vector>
 
+#include "graph/mail/prepare.h"
 #include "proxy/sync/state_store.h"
 
 namespace gb::sync {
@@ -84,10 +85,12 @@ public:
         return read_only();
     }
     // Creates a message in a folder: `body` is MIME (mime = true: Graph makes it a draft, exact bytes) or
-    // a Graph JSON message (mime = false). Returns the new message as Graph describes it.
+    // a Graph JSON message (mime = false), then adds `attachments` (too big for one request; drafts only).
+    // Returns the new message as Graph describes it; after a failure nothing is left behind.
     virtual SourceResult<RemoteMessage> create(const std::string& mailbox, const std::string& folder_id,
-                                               const std::string& body, bool mime) {
-        (void)mailbox, (void)folder_id, (void)body, (void)mime;
+                                               const std::string& body, bool mime,
+                                               const std::vector<mail::Attachment>& attachments) {
+        (void)mailbox, (void)folder_id, (void)body, (void)mime, (void)attachments;
         return read_only();
     }
     // The id of the message with this Internet Message-ID in a folder (NotFound when none).

@@ -89,6 +89,10 @@ std::optional<SourceError> MailboxSync::sync_folders_locked() {
 
 std::optional<SourceError> MailboxSync::sync_folder(const std::string& folder_id) {
     std::unique_lock sync_lock(sync_mutex_);
+    return sync_folder_locked(folder_id);
+}
+
+std::optional<SourceError> MailboxSync::sync_folder_locked(const std::string& folder_id) {
     auto f = store_.folder(mailbox_, folder_id);
     if (!f) return SourceError{SourceError::Kind::NotFound, "unknown folder", {}};
     auto err = round(folder_id, f->delta_link.empty());

@@ -63,8 +63,9 @@ public:
     void publish(const std::string& folder_id, const FolderChange& change) {
         if (!change.empty()) notify(folder_id, change);
     }
-    // sync_folders() for a caller that holds exclusive().
+    // sync_folders() / sync_folder() for a caller that holds exclusive().
     std::optional<SourceError> sync_folders_locked();
+    std::optional<SourceError> sync_folder_locked(const std::string& folder_id);
 
     // The IMAP path for a tree of folders (exposed for tests).
     static std::vector<FolderRecord> paths_for(const std::vector<RemoteFolder>& tree);
