@@ -693,3 +693,30 @@ TEST_F(ImapWriteTest, FailedCopyLeavesTheDestinationAsItWas) {
     EXPECT_TRUE(has(out, "5 OK [COPYUID")) << out;
     EXPECT_EQ(folder(dest_id).size(), 6u);
 }
+
+TEST_F(ImapWriteTest, ClientBookkeepingKeywordsStayLocalCategoriesRoundTripByTheirAtom) {
+    std::string id = inject("inbox", "kw-1");
+    outlook_patch(id, R"({"categories":["Red category"]})");
+    auto s = session();
+    std::string out = talk(*s, "1 SELECT INBOX\r\n2 FETCH 1 FLAGS\r\n");
+    EXPECT_TRUE(has(out, "* 1 FETCH (FLAGS (Red_category))")) << out;
+    reset_calls();
+    // Junk training and read-receipt keywords are the client's own business: not Outlook categories.
+    out = talk(*s, "3 STORE 1 +FLAGS (NonJunk $MDNSent Work)\r\n");
+    EXPECT_TRUE(has(out, "* 1 FETCH (UID 1 FLAGS (Red_category Work NonJunk $MDNSent))")) << out;
+    auto m = find("inbox", "kw-1");
+    EXPECT_EQ(m->categories, (std::vector<std::string>{"Red category", "Work"}));
+    EXPECT_EQ(calls(), (std::vector<std::string>{"PATCH /messages/{id}"}));
+    // The atom form names the category: a full FLAGS set written back keeps its real name.
+    out = talk(*s, "4 STORE 1 FLAGS (Red_category NonJunk)\r\n");
+    EXPECT_TRUE(has(out, "* 1 FETCH (UID 1 FLAGS (Red_category NonJunk))")) << out;
+    EXPECT_EQ(find("inbox", "kw-1")->categories, (std::vector<std::string>{"Red category"}));
+    out = talk(*s, "5 STORE 1 -FLAGS (red_CATEGORY)\r\n6 SEARCH KEYWORD NonJunk\r\n7 SEARCH KEYWORD Red_category\r\n");
+    EXPECT_TRUE(find("inbox", "kw-1")->categories.empty());
+    EXPECT_TRUE(has(out, "* SEARCH 1\r\n6 OK")) << out;
+    EXPECT_TRUE(has(out, "* SEARCH\r\n7 OK")) << out;
+    // Local keywords survive a sync round and a restart of the store (they live only here).
+    ASSERT_FALSE(mail_->mailbox(kBox)->sync_all());
+    out = talk(*s, "8 FETCH 1 FLAGS\r\n");
+    EXPECT_TRUE(has(out, "* 1 FETCH (FLAGS (NonJunk))")) << out;
+}

@@ -1,6 +1,7 @@
 // The IMAP read path's state: the SQLite store (UIDs, UIDVALIDITY, modseq), the sync engine with a fake
 // source, and the Graph source against the sandbox over real HTTPS.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -119,7 +120,7 @@ TEST(SqliteStore, LocalWritesAssignUidsAtOnceAndTheDeltaFindsThemKnown) {
         s->apply("bob@x", "F1", {msg("a", 1), msg("b", 2)}, false, "l", 1);
         std::uint64_t m0 = s->folder("bob@x", "F1")->highestmodseq;
         // STORE: flags and keywords change, each change takes the next modseq; kDeleted is stored.
-        auto c = s->set_flags("bob@x", "F1", {{1, kSeen | kDeleted, {"Red"}}, {2, 0, {}}, {99, kSeen, {}}});
+        auto c = s->set_flags("bob@x", "F1", {{1, kSeen | kDeleted, {"Red"}, {}}, {2, 0, {}, {}}, {99, kSeen, {}, {}}});
         EXPECT_EQ(c.changed, (std::vector<std::uint32_t>{1}));  // 2 unchanged, 99 unknown
         EXPECT_EQ(c.highestmodseq, m0 + 1);
         EXPECT_EQ(s->message("bob@x", "F1", 1)->flags, kSeen | kDeleted);
@@ -142,7 +143,7 @@ TEST(SqliteStore, LocalWritesAssignUidsAtOnceAndTheDeltaFindsThemKnown) {
         c = s->apply("bob@x", "F1", {gone("a")}, false, "l", 3);
         EXPECT_TRUE(c.empty());
         // A delta update keeps the local \Deleted bit.
-        s->set_flags("bob@x", "F1", {{2, kDeleted, {}}});
+        s->set_flags("bob@x", "F1", {{2, kDeleted, {}, {}}});
         s->apply("bob@x", "F1", {msg("b", 2, kSeen)}, false, "l", 4);
         EXPECT_EQ(s->message("bob@x", "F1", 2)->flags, kSeen | kDeleted);
         s->set_subscribed("bob@x", "F2", false);
@@ -154,6 +155,49 @@ TEST(SqliteStore, LocalWritesAssignUidsAtOnceAndTheDeltaFindsThemKnown) {
     EXPECT_EQ(s->message("bob@x", "F1", 2)->flags, kSeen | kDeleted);
     auto [u, ch] = s->add_known("bob@x", "F1", {msg("a", 1)});
     EXPECT_EQ(u, (std::vector<std::uint32_t>{3}));
+}
+
+TEST(SqliteStore, LocalKeywordsPersistAndAnOlderFileGetsTheColumn) {
+    auto path = temp_db("migrate");
+    {
+        // A state file as the first release wrote it: messages without local_keywords.
+        sqlite3* db = nullptr;
+        ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+        const char* old = R"SQL(
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES('schema','1');
+CREATE TABLE folders(mailbox TEXT NOT NULL, folder_id TEXT NOT NULL, parent_id TEXT NOT NULL, name TEXT NOT NULL,
+  path TEXT NOT NULL, special_use TEXT NOT NULL, uidvalidity INTEGER NOT NULL, uidnext INTEGER NOT NULL,
+  highestmodseq INTEGER NOT NULL, delta_link TEXT NOT NULL, subscribed INTEGER NOT NULL, synced_at INTEGER NOT NULL,
+  PRIMARY KEY(mailbox, folder_id));
+INSERT INTO folders VALUES('bob@x','F1','','INBOX','INBOX','',7,3,5,'link',1,0);
+CREATE TABLE messages(mailbox TEXT NOT NULL, folder_id TEXT NOT NULL, uid INTEGER NOT NULL, graph_id TEXT NOT NULL,
+  flags INTEGER NOT NULL, keywords TEXT NOT NULL, size INTEGER NOT NULL, internal_date INTEGER NOT NULL,
+  modseq INTEGER NOT NULL, PRIMARY KEY(mailbox, folder_id, uid));
+INSERT INTO messages VALUES('bob@x','F1',2,'a',1,'Red',10,1,4);
+)SQL";
+        ASSERT_EQ(sqlite3_exec(db, old, nullptr, nullptr, nullptr), SQLITE_OK);
+        sqlite3_close(db);
+    }
+    {
+        auto s = open_sqlite_store(path);
+        auto m = s->message("bob@x", "F1", 2);
+        ASSERT_TRUE(m);
+        EXPECT_EQ(m->keywords, (std::vector<std::string>{"Red"}));
+        EXPECT_TRUE(m->local_keywords.empty());
+        EXPECT_EQ(s->folder("bob@x", "F1")->uidvalidity, 7u);  // nothing else changed
+        s->set_flags("bob@x", "F1", {{2, kSeen, {"Red"}, {"NonJunk"}}});
+        // A delta update (categories from Graph) keeps the local ones.
+        s->apply("bob@x", "F1", {msg("a", 1, kSeen)}, false, "l", 2);
+    }
+    auto s = open_sqlite_store(path);
+    auto m = s->message("bob@x", "F1", 2);
+    EXPECT_EQ(m->local_keywords, (std::vector<std::string>{"NonJunk"}));
+    EXPECT_TRUE(m->keywords.empty());
+    EXPECT_TRUE(is_client_keyword("nonjunk"));
+    EXPECT_TRUE(is_client_keyword("$MDNSent"));
+    EXPECT_FALSE(is_client_keyword("Work"));
+    EXPECT_EQ(keyword_atom("Red (urgent) \"x\""), "Red__urgent___x_");
 }
 
 TEST(SentRegistry, MatchesTheSameMessageByIdAndBodyWithinTheWindowOnly) {

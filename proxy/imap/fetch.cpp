@@ -27,16 +27,11 @@ std::string flag_list(const sync::MessageRecord& m) {
     if (m.flags & sync::kDeleted) add("\\Deleted");
     if (m.flags & sync::kDraft) add("\\Draft");
     if (m.flags & sync::kForwarded) add("$Forwarded");
-    for (const auto& k : m.keywords) {
-        // Outlook categories may contain spaces and other non-atom characters: shown with '_' instead.
-        std::string atom;
-        for (char c : k) {
-            unsigned char u = static_cast<unsigned char>(c);
-            bool ok = u > 0x20 && u < 0x7F && !std::strchr("(){%*\"\\]", c);
-            atom.push_back(ok ? c : '_');
-        }
-        if (!atom.empty() && atom[0] != '\\') add(atom);
-    }
+    // Outlook categories may contain spaces and other non-atom characters: shown with '_' instead (a STORE
+    // naming that form means the category).
+    for (const auto& k : m.keywords)
+        if (auto atom = sync::keyword_atom(k); !atom.empty()) add(atom);
+    for (const auto& k : m.local_keywords) add(k);
     return out;
 }
 

@@ -308,7 +308,8 @@ bool eval(const Key& k, Context& c) {
             bool has = false;
             std::string want = upper(k.a);
             if (want == "$FORWARDED") has = (c.m.flags & sync::kForwarded) != 0;
-            for (const auto& kw : c.m.keywords) has = has || upper(kw) == want;
+            for (const auto& kw : c.m.keywords) has = has || upper(sync::keyword_atom(kw)) == want;
+            for (const auto& kw : c.m.local_keywords) has = has || upper(kw) == want;
             return k.k == Key::K::Keyword ? has : !has;
         }
         case Key::K::New: return false;  // no \Recent: NEW = RECENT UNSEEN

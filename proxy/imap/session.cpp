@@ -765,6 +765,7 @@ void Session::flush_updates(bool allow_expunge, const std::vector<std::uint32_t>
         while (i < old.size()) {
             if (j < now.size() && now[j].uid == old[i].uid) {
                 if (now[j].flags != old[i].flags || now[j].keywords != old[i].keywords ||
+                    now[j].local_keywords != old[i].local_keywords ||
                     (condstore_ && now[j].modseq != old[i].modseq))
                     changed.push_back(old[i].uid);
                 ++i, ++j;

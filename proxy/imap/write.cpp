@@ -349,7 +349,7 @@ void Session::cmd_append(const Command& c) {
     if (dest->delta_link.empty()) svc_.mail->ensure_synced(account_->mailbox, dest->folder_id);
     sync::MailService::AppendRequest req;
     req.flags = flags.flags;
-    req.keywords = flags.keywords;
+    for (const auto& k : flags.keywords) (sync::is_client_keyword(k) ? req.local_keywords : req.keywords).push_back(k);
     // A message the bridge just sent over SMTP: Graph already saved it in Sent Items.
     if (dest->special_use == "\\Sent" && svc_.sent)
         if (auto id = svc_.sent->match(account_->mailbox, raw)) req.sent_message_id = *id;
@@ -365,7 +365,7 @@ void Session::cmd_append(const Command& c) {
             o.flagged = (flags.flags & sync::kFlagged) != 0;
             if (flags.flags & sync::kForwarded) o.last_verb = 104;
             else if (flags.flags & sync::kAnswered) o.last_verb = 102;
-            o.categories = flags.keywords;
+            o.categories = req.keywords;
             o.received = date ? *date : static_cast<std::int64_t>(std::time(nullptr));
             // A draft too big for one request (a reply with a large attachment, saved by the client) is
             // created from JSON as a draft, its big attachments uploaded after; Graph takes attachments on

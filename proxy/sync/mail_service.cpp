@@ -271,38 +271,62 @@ bool has_keyword(const std::vector<std::string>& list, const std::string& k) {
     return std::any_of(list.begin(), list.end(), [&](const std::string& x) { return ascii::iequals(x, k); });
 }
 
-// The flags and keywords a STORE leaves on a message. \Draft cannot change (Graph's isDraft is read-only).
-// Exchange keeps one last verb, so \Answered and $Forwarded cannot both stick: the one being set wins.
-std::pair<std::uint32_t, std::vector<std::string>> apply_op(const MessageRecord& m, const MailService::FlagOp& op) {
+// What a STORE leaves on a message. \Draft cannot change (Graph's isDraft is read-only). Exchange keeps
+// one last verb, so \Answered and $Forwarded cannot both stick: the one being set wins. Keywords split
+// into categories and client bookkeeping keywords (kept locally); a keyword naming a category by its atom
+// form ("Red_category" for "Red category") means that category, so it is never renamed by a round trip.
+struct StoreResult {
+    std::uint32_t flags;
+    std::vector<std::string> categories, local;
+};
+StoreResult apply_op(const MessageRecord& m, const MailService::FlagOp& op) {
     constexpr std::uint32_t kSettable = kSeen | kAnswered | kFlagged | kDeleted | kForwarded;
     std::uint32_t want = op.flags & kSettable;
-    std::uint32_t flags = m.flags;
-    std::vector<std::string> kw = m.keywords;
+    StoreResult r{m.flags, m.keywords, m.local_keywords};
+    std::vector<std::string> cats, local;  // the request's keywords, sorted into the two kinds
+    for (const auto& k : op.keywords) {
+        if (is_client_keyword(k)) {
+            local.push_back(k);
+            continue;
+        }
+        auto it = std::find_if(m.keywords.begin(), m.keywords.end(),
+                               [&](const std::string& c) { return ascii::iequals(keyword_atom(c), k); });
+        cats.push_back(it != m.keywords.end() ? *it : k);
+    }
+    auto add_all = [](std::vector<std::string>& to, const std::vector<std::string>& from) {
+        for (const auto& k : from)
+            if (!has_keyword(to, k)) to.push_back(k);
+    };
+    auto remove_all = [](std::vector<std::string>& from, const std::vector<std::string>& gone) {
+        from.erase(std::remove_if(from.begin(), from.end(), [&](const std::string& x) { return has_keyword(gone, x); }),
+                   from.end());
+    };
     switch (op.mode) {
         case MailService::FlagOp::Mode::Add:
-            flags |= want;
-            for (const auto& k : op.keywords)
-                if (!has_keyword(kw, k)) kw.push_back(k);
+            r.flags |= want;
+            add_all(r.categories, cats);
+            add_all(r.local, local);
             break;
         case MailService::FlagOp::Mode::Remove:
-            flags &= ~want;
-            kw.erase(std::remove_if(kw.begin(), kw.end(), [&](const std::string& x) { return has_keyword(op.keywords, x); }),
-                     kw.end());
+            r.flags &= ~want;
+            remove_all(r.categories, cats);
+            remove_all(r.local, local);
             break;
         case MailService::FlagOp::Mode::Replace:
-            flags = (flags & kDraft) | want;
-            kw.clear();
-            for (const auto& k : op.keywords)
-                if (!has_keyword(kw, k)) kw.push_back(k);
+            r.flags = (r.flags & kDraft) | want;
+            r.categories.clear();
+            r.local.clear();
+            add_all(r.categories, cats);
+            add_all(r.local, local);
             break;
     }
-    if ((flags & kAnswered) && (flags & kForwarded)) {
+    if ((r.flags & kAnswered) && (r.flags & kForwarded)) {
         bool answered_new = !(m.flags & kAnswered);
         bool forwarded_new = !(m.flags & kForwarded);
-        if (answered_new && !forwarded_new) flags &= ~kForwarded;
-        else flags &= ~kAnswered;
+        if (answered_new && !forwarded_new) r.flags &= ~kForwarded;
+        else r.flags &= ~kAnswered;
     }
-    return {flags, kw};
+    return r;
 }
 
 int last_verb(std::uint32_t flags) { return flags & kForwarded ? 104 : flags & kAnswered ? 102 : 0; }
@@ -388,9 +412,9 @@ MailService::FlagResult MailService::store_flags(const std::string& mailbox, con
                 result.modified.push_back(uid);
                 continue;
             }
-            auto [flags, kw] = apply_op(*m, op);
-            if (flags == m->flags && kw == m->keywords) continue;
-            Work w{{uid, flags, kw}, m->graph_id, {}};
+            auto [flags, kw, local] = apply_op(*m, op);
+            if (flags == m->flags && kw == m->keywords && local == m->local_keywords) continue;
+            Work w{{uid, flags, kw, local}, m->graph_id, {}};
             if ((flags ^ m->flags) & kSeen) w.patch.read = (flags & kSeen) != 0;
             if ((flags ^ m->flags) & kFlagged) w.patch.flagged = (flags & kFlagged) != 0;
             if (last_verb(flags) != last_verb(m->flags)) w.patch.last_verb = last_verb(flags);
@@ -455,6 +479,7 @@ MailService::CopyResult MailService::copy_messages(const std::string& mailbox, c
             rm.graph_id = new_ids[i];
             rm.flags = m.flags & ~(move ? static_cast<std::uint32_t>(kDeleted) : 0u);
             rm.keywords = m.keywords;
+            rm.local_keywords = m.local_keywords;
             rm.size = m.size;
             rm.internal_date = m.internal_date;
             if (!move) {  // the copy has the same bytes: reuse what was computed from them
@@ -512,6 +537,7 @@ MailService::ExpungeResult MailService::expunge(const std::string& mailbox, cons
                 rm.graph_id = moved_ids[i];
                 rm.flags = victims[i].flags & ~static_cast<std::uint32_t>(kDeleted);
                 rm.keywords = victims[i].keywords;
+                rm.local_keywords = victims[i].local_keywords;
                 rm.size = victims[i].size;
                 rm.internal_date = victims[i].internal_date;
                 trashed.push_back(std::move(rm));
@@ -576,6 +602,7 @@ SourceResult<MailService::AppendResult> MailService::append(const std::string& m
         rm.flags = (request.flags & ~static_cast<std::uint32_t>(kDraft)) | (rm.flags & kDraft) |
                    (request.mime ? static_cast<std::uint32_t>(kDraft) : 0u);
         rm.keywords = request.keywords;
+        rm.local_keywords = request.local_keywords;
         auto [uids, ch] = store_.add_known(mailbox, folder_id, {rm});
         result.uid = uids.empty() ? 0 : uids.front();
         change = std::move(ch);

@@ -125,7 +125,8 @@ public:
         std::string body;  // what to POST: the MIME (mime = true, Graph makes a draft) or a Graph JSON message
         bool mime = false;
         std::uint32_t flags = 0;  // the flags the client asked for
-        std::vector<std::string> keywords;
+        std::vector<std::string> keywords;        // categories
+        std::vector<std::string> local_keywords;  // client bookkeeping keywords (kept locally)
         std::string sent_message_id;  // set: look for this message in the folder instead of creating it
         std::vector<mail::Attachment> attachments;  // too big for the create request: uploaded after it
     };

@@ -144,6 +144,13 @@ public:
     explicit SqliteStore(const std::string& path) : db_(path) {
         db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
         db_.exec(kSchema);
+        // Added after version 1 shipped: an old file gets the column (empty), nothing else changes.
+        {
+            bool has = false;
+            Stmt cols(db_, "PRAGMA table_info(messages)");
+            while (cols.step()) has = has || cols.text(1) == "local_keywords";
+            if (!has) db_.exec("ALTER TABLE messages ADD COLUMN local_keywords TEXT NOT NULL DEFAULT ''");
+        }
         Stmt get(db_, "SELECT value FROM meta WHERE key='schema'");
         if (get.step()) {
             if (get.text(0) != std::to_string(kSchemaVersion))
@@ -203,7 +210,7 @@ public:
     std::vector<MessageRecord> messages(const std::string& mailbox, const std::string& folder_id) override {
         std::lock_guard lock(mutex_);
         std::vector<MessageRecord> out;
-        Stmt q(db_, "SELECT uid, graph_id, flags, keywords, size, internal_date, modseq FROM messages "
+        Stmt q(db_, "SELECT uid, graph_id, flags, keywords, size, internal_date, modseq, local_keywords FROM messages "
                     "WHERE mailbox=? AND folder_id=? ORDER BY uid");
         q.bind(1, mailbox).bind(2, folder_id);
         while (q.step()) out.push_back(row(q));
@@ -213,7 +220,7 @@ public:
     std::optional<MessageRecord> message(const std::string& mailbox, const std::string& folder_id,
                                          std::uint32_t uid) override {
         std::lock_guard lock(mutex_);
-        Stmt q(db_, "SELECT uid, graph_id, flags, keywords, size, internal_date, modseq FROM messages "
+        Stmt q(db_, "SELECT uid, graph_id, flags, keywords, size, internal_date, modseq, local_keywords FROM messages "
                     "WHERE mailbox=? AND folder_id=? AND uid=?");
         q.bind(1, mailbox).bind(2, folder_id).bind(3, static_cast<std::int64_t>(uid));
         if (!q.step()) return std::nullopt;
@@ -339,21 +346,23 @@ public:
         if (!f) throw std::runtime_error("state database: unknown folder");
         FolderChange change;
         std::uint64_t modseq = f->highestmodseq;
-        Stmt q(db_, "SELECT flags, keywords FROM messages WHERE mailbox=? AND folder_id=? AND uid=?");
-        Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, modseq=? WHERE mailbox=? AND folder_id=? AND uid=?");
+        Stmt q(db_, "SELECT flags, keywords, local_keywords FROM messages WHERE mailbox=? AND folder_id=? AND uid=?");
+        Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, local_keywords=?, modseq=? WHERE mailbox=? AND "
+                      "folder_id=? AND uid=?");
         for (const auto& u : updates) {
             q.reset().bind(1, mailbox).bind(2, folder_id).bind(3, static_cast<std::int64_t>(u.uid));
             if (!q.step()) continue;
-            std::string kw = join_keywords(u.keywords);
-            if (static_cast<std::uint32_t>(q.i64(0)) == u.flags && q.text(1) == kw) continue;
+            std::string kw = join_keywords(u.keywords), local = join_keywords(u.local_keywords);
+            if (static_cast<std::uint32_t>(q.i64(0)) == u.flags && q.text(1) == kw && q.text(2) == local) continue;
             ++modseq;
             upd.reset()
                 .bind(1, static_cast<std::int64_t>(u.flags))
                 .bind(2, kw)
-                .bind(3, static_cast<std::int64_t>(modseq))
-                .bind(4, mailbox)
-                .bind(5, folder_id)
-                .bind(6, static_cast<std::int64_t>(u.uid))
+                .bind(3, local)
+                .bind(4, static_cast<std::int64_t>(modseq))
+                .bind(5, mailbox)
+                .bind(6, folder_id)
+                .bind(7, static_cast<std::int64_t>(u.uid))
                 .run();
             change.changed.push_back(u.uid);
         }
@@ -373,25 +382,28 @@ public:
         std::vector<std::uint32_t> uids;
         std::uint32_t uidnext = f->uidnext;
         std::uint64_t modseq = f->highestmodseq;
-        Stmt q(db_, "SELECT uid, flags, keywords FROM messages WHERE mailbox=? AND folder_id=? AND graph_id=?");
-        Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, modseq=? WHERE mailbox=? AND folder_id=? AND uid=?");
+        Stmt q(db_, "SELECT uid, flags, keywords, local_keywords FROM messages WHERE mailbox=? AND folder_id=? AND "
+                    "graph_id=?");
+        Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, local_keywords=?, modseq=? WHERE mailbox=? AND "
+                      "folder_id=? AND uid=?");
         Stmt ins(db_, "INSERT INTO messages(mailbox, folder_id, uid, graph_id, flags, keywords, size, internal_date, "
-                      "modseq) VALUES(?,?,?,?,?,?,?,?,?)");
+                      "modseq, local_keywords) VALUES(?,?,?,?,?,?,?,?,?,?)");
         for (const auto& m : items) {
-            std::string kw = join_keywords(m.keywords);
+            std::string kw = join_keywords(m.keywords), local = join_keywords(m.local_keywords);
             q.reset().bind(1, mailbox).bind(2, folder_id).bind(3, m.graph_id);
             if (q.step()) {
                 auto uid = static_cast<std::uint32_t>(q.i64(0));
                 uids.push_back(uid);
-                if (static_cast<std::uint32_t>(q.i64(1)) == m.flags && q.text(2) == kw) continue;
+                if (static_cast<std::uint32_t>(q.i64(1)) == m.flags && q.text(2) == kw && q.text(3) == local) continue;
                 ++modseq;
                 upd.reset()
                     .bind(1, static_cast<std::int64_t>(m.flags))
                     .bind(2, kw)
-                    .bind(3, static_cast<std::int64_t>(modseq))
-                    .bind(4, mailbox)
-                    .bind(5, folder_id)
-                    .bind(6, static_cast<std::int64_t>(uid))
+                    .bind(3, local)
+                    .bind(4, static_cast<std::int64_t>(modseq))
+                    .bind(5, mailbox)
+                    .bind(6, folder_id)
+                    .bind(7, static_cast<std::int64_t>(uid))
                     .run();
                 change.changed.push_back(uid);
                 continue;
@@ -408,6 +420,7 @@ public:
                 .bind(7, static_cast<std::int64_t>(m.size))
                 .bind(8, m.internal_date)
                 .bind(9, static_cast<std::int64_t>(modseq))
+                .bind(10, local)
                 .run();
             uids.push_back(uid);
             change.added.push_back(uid);
@@ -512,6 +525,7 @@ private:
         m.size = static_cast<std::uint64_t>(q.i64(4));
         m.internal_date = q.i64(5);
         m.modseq = static_cast<std::uint64_t>(q.i64(6));
+        m.local_keywords = split_keywords(q.text(7));
         return m;
     }
 

@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace gb::sync {
@@ -50,11 +51,19 @@ struct FolderRecord {
     std::int64_t synced_at = 0;  // unix seconds of the last completed delta round
 };
 
+// IMAP keywords that mail clients set for their own bookkeeping ($MDNSent, Junk, NonJunk, $Phishing,
+// ...): kept by graphbridge only, never written to Outlook, where they would show as a category on every
+// message a client has classified. Case-insensitive.
+bool is_client_keyword(std::string_view keyword);
+// A category as an IMAP keyword atom: characters an atom cannot hold become '_'; "" for nothing usable.
+std::string keyword_atom(std::string_view category);
+
 struct MessageRecord {
     std::uint32_t uid = 0;
     std::string graph_id;  // immutable id
     std::uint32_t flags = 0;
-    std::vector<std::string> keywords;  // Outlook categories
+    std::vector<std::string> keywords;        // Outlook categories
+    std::vector<std::string> local_keywords;  // client bookkeeping keywords (is_client_keyword), local only
     std::uint64_t size = 0;             // RFC822.SIZE
     std::int64_t internal_date = 0;     // receivedDateTime, unix seconds
     std::uint64_t modseq = 0;
@@ -66,6 +75,7 @@ struct RemoteMessage {
     bool removed = false;  // @removed
     std::uint32_t flags = 0;  // kSeen, kFlagged, kDraft, kAnswered, kForwarded (never kDeleted)
     std::vector<std::string> keywords;
+    std::vector<std::string> local_keywords;  // add_known only (a copy keeps them); apply() ignores it
     std::uint64_t size = 0;
     std::int64_t internal_date = 0;
 };
@@ -115,6 +125,7 @@ public:
         std::uint32_t uid = 0;
         std::uint32_t flags = 0;
         std::vector<std::string> keywords;
+        std::vector<std::string> local_keywords;
     };
     // New flags and keywords for messages of a folder, as Graph now has them (plus the local kDeleted);
     // unknown UIDs are skipped; every message that changes takes the next modseq.
