@@ -354,16 +354,7 @@ public:
             if (!q.step()) continue;
             std::string kw = join_keywords(u.keywords), local = join_keywords(u.local_keywords);
             if (static_cast<std::uint32_t>(q.i64(0)) == u.flags && q.text(1) == kw && q.text(2) == local) continue;
-            ++modseq;
-            upd.reset()
-                .bind(1, static_cast<std::int64_t>(u.flags))
-                .bind(2, kw)
-                .bind(3, local)
-                .bind(4, static_cast<std::int64_t>(modseq))
-                .bind(5, mailbox)
-                .bind(6, folder_id)
-                .bind(7, static_cast<std::int64_t>(u.uid))
-                .run();
+            set_row_flags(upd, mailbox, folder_id, u.uid, u.flags, kw, local, ++modseq);
             change.changed.push_back(u.uid);
         }
         finish(mailbox, folder_id, f->uidnext, modseq, change);
@@ -395,16 +386,7 @@ public:
                 auto uid = static_cast<std::uint32_t>(q.i64(0));
                 uids.push_back(uid);
                 if (static_cast<std::uint32_t>(q.i64(1)) == m.flags && q.text(2) == kw && q.text(3) == local) continue;
-                ++modseq;
-                upd.reset()
-                    .bind(1, static_cast<std::int64_t>(m.flags))
-                    .bind(2, kw)
-                    .bind(3, local)
-                    .bind(4, static_cast<std::int64_t>(modseq))
-                    .bind(5, mailbox)
-                    .bind(6, folder_id)
-                    .bind(7, static_cast<std::int64_t>(uid))
-                    .run();
+                set_row_flags(upd, mailbox, folder_id, uid, m.flags, kw, local, ++modseq);
                 change.changed.push_back(uid);
                 continue;
             }
@@ -499,6 +481,22 @@ private:
         Db& db_;
         bool done_ = false;
     };
+
+    // One message's flags and keywords through `upd` ("UPDATE messages SET flags=?, keywords=?,
+    // local_keywords=?, modseq=? WHERE mailbox=? AND folder_id=? AND uid=?").
+    static void set_row_flags(Stmt& upd, const std::string& mailbox, const std::string& folder_id, std::uint32_t uid,
+                              std::uint32_t flags, const std::string& keywords, const std::string& local,
+                              std::uint64_t modseq) {
+        upd.reset()
+            .bind(1, static_cast<std::int64_t>(flags))
+            .bind(2, keywords)
+            .bind(3, local)
+            .bind(4, static_cast<std::int64_t>(modseq))
+            .bind(5, mailbox)
+            .bind(6, folder_id)
+            .bind(7, static_cast<std::int64_t>(uid))
+            .run();
+    }
 
     // Stores the folder's counters after a local write and completes the change record.
     void finish(const std::string& mailbox, const std::string& folder_id, std::uint32_t uidnext, std::uint64_t modseq,
