@@ -452,7 +452,7 @@ def scenario_writes(t):
     m = imap_login(t)
     status, lines = tx(m, "CAPABILITY")
     caps = " ".join(lines).split()
-    check(all(c in caps for c in ("UIDPLUS", "MOVE", "CONDSTORE")), "CAPABILITY has UIDPLUS MOVE CONDSTORE: %s"
+    check(all(c in caps for c in ("UIDPLUS", "MOVE", "CONDSTORE", "QRESYNC")), "CAPABILITY has UIDPLUS MOVE CONDSTORE QRESYNC: %s"
           % " ".join(lines))
     status, lines = tx(m, "SELECT INBOX")
     check(status.startswith("OK [READ-WRITE]"), "SELECT INBOX is read-write: %r" % status)
@@ -850,6 +850,43 @@ def scenario_writes(t):
           "STORE (UNCHANGEDSINCE its MODSEQ) goes through: %r" % status)
     g = gmsg(t, bob, "inbox", s6)
     check(g is not None and g["isRead"] is True, "Graph: read now")
+
+    # ---- QRESYNC and CLOSE --------------------------------------------------------------------------
+    m3 = imap_login(t)
+    _, lines = tx(m3, "ENABLE QRESYNC")
+    check(any("QRESYNC" in x for x in lines), "ENABLE QRESYNC: %r" % lines)
+    _, lines = tx(m3, "SELECT INBOX")
+    hms0 = int(re.search(r"HIGHESTMODSEQ (\d+)", " ".join(lines)).group(1))
+    ids = uid_map(m)
+    spare = [x for x in ids if x not in (s6, s7)]
+    check(len(spare) >= 2, "two more messages in INBOX for QRESYNC and CLOSE (%d)" % len(spare))
+    gone, closed = spare[0], spare[1]
+    tx(m, "UID STORE %d +FLAGS.SILENT (\\Deleted)" % ids[gone][1])
+    tx(m, "UID EXPUNGE %d" % ids[gone][1])
+    _, lines = tx(m3, "NOOP")
+    check("* VANISHED %d" % ids[gone][1] in lines and not any(x.endswith(" EXPUNGE") for x in lines),
+          "a QRESYNC client hears VANISHED %d, not EXPUNGE: %r" % (ids[gone][1], lines))
+    m4 = imap_login(t)
+    tx(m4, "ENABLE QRESYNC")
+    status, lines = tx(m4, "SELECT INBOX (QRESYNC (%s %d))" % (inbox_validity, hms0))
+    van = [x for x in lines if x.startswith("* VANISHED (EARLIER) ")]
+    vanished = set()
+    for r in (van[0].split()[-1].split(",") if van else []):
+        a, _, b = r.partition(":")
+        vanished.update(range(int(a), int(b or a) + 1))
+    check(status.startswith("OK") and ids[gone][1] in vanished and not (set(u for _, u in ids.values()) - {ids[gone][1]}) & vanished,
+          "SELECT (QRESYNC (uidvalidity %d)) reports UID %d vanished and no UID still there: %r" % (hms0, ids[gone][1], van))
+    # CLOSE expunges silently: no EXPUNGE responses, the message goes to Deleted Items.
+    tx(m4, "UID STORE %d +FLAGS.SILENT (\\Deleted)" % ids[closed][1])
+    clear_log(t)
+    status, lines = tx(m4, "CLOSE")
+    check(status.startswith("OK") and not any("EXPUNGE" in x or "VANISHED" in x for x in lines),
+          "CLOSE answers OK without EXPUNGE: %r %r" % (lines, status))
+    check(graph_writes(t, bob) == ["POST /messages/{id}/move"], "CLOSE: one move: %s" % graph_writes(t, bob))
+    check(closed not in graph_folder(t, bob, "inbox") and gmsg(t, bob, "deleteditems", closed) is not None,
+          "Graph: the \\Deleted message was moved to Deleted Items at CLOSE")
+    m3.logout()
+    m4.logout()
 
     # ---- a Graph failure -----------------------------------------------------------------------------
     # (No Graph reads by the test while the faults are queued: they would take them.)
