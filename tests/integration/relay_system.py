@@ -157,9 +157,12 @@ class Tenant:
             self._token = json.load(urllib.request.urlopen(url, body, context=self.ctx, timeout=30))["access_token"]
         return self._token
 
-    def graph(self, path_or_url, raw=False, retried=False):
+    def graph(self, path_or_url, raw=False, retried=False, immutable=False):
         url = path_or_url if path_or_url.startswith("https://") else self.base + "/v1.0" + path_or_url
-        req = urllib.request.Request(url, headers={"Authorization": "Bearer " + self.token()})
+        headers = {"Authorization": "Bearer " + self.token()}
+        if immutable:  # ids as the bridge uses them
+            headers["Prefer"] = 'IdType="ImmutableId"'
+        req = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(req, context=self.ctx, timeout=60) as r:
                 data = r.read()
@@ -167,7 +170,7 @@ class Tenant:
         except urllib.error.HTTPError as e:
             if e.code in (401, 403) and not retried:  # tokens revoked or roles changed by the test
                 self._token = None
-                return self.graph(path_or_url, raw, True)
+                return self.graph(path_or_url, raw, True, immutable)
             raise
 
     def faults_hit(self):
