@@ -720,3 +720,65 @@ TEST_F(ImapWriteTest, ClientBookkeepingKeywordsStayLocalCategoriesRoundTripByThe
     out = talk(*s, "8 FETCH 1 FLAGS\r\n");
     EXPECT_TRUE(has(out, "* 1 FETCH (FLAGS (NonJunk))")) << out;
 }
+
+TEST_F(ImapWriteTest, HostileNumbersAreRefusedNotFatal) {
+    inject("inbox", "num-1");
+    auto s = session();
+    std::string big = "99999999999999999999";  // > 2^64 - 1
+    std::string out = talk(*s, "1 ENABLE QRESYNC\r\n2 SELECT INBOX\r\n3 STORE 1 (UNCHANGEDSINCE " + big +
+                                   ") +FLAGS (\\Seen)\r\n4 UID FETCH 1:* FLAGS (CHANGEDSINCE " + big + ")\r\n"
+                                   "5 SEARCH MODSEQ " + big + "\r\n6 SELECT INBOX (QRESYNC (1 " + big + "))\r\n"
+                                   "7 STORE 1 (UNCHANGEDSINCE 9223372036854775808) +FLAGS (\\Seen)\r\n8 NOOP\r\n");
+    for (const char* tag : {"3 BAD", "4 BAD", "5 BAD", "6 BAD", "7 BAD"}) EXPECT_TRUE(has(out, tag)) << tag << "\n" << out;
+    EXPECT_TRUE(has(out, "8 OK")) << out;
+    EXPECT_FALSE(s->wants_close());
+    // The largest mod-sequence RFC 7162 allows is fine.
+    out = talk(*s, "9 SELECT INBOX\r\n10 STORE 1 (UNCHANGEDSINCE 9223372036854775807) +FLAGS (\\Seen)\r\n");
+    EXPECT_TRUE(has(out, "10 OK")) << out;
+}
+
+TEST_F(ImapWriteTest, SilentStoreStillTellsModseqAndAppendKnowsItsSize) {
+    inject("inbox", "sil-1");
+    auto s = session();
+    talk(*s, "1 SELECT INBOX (CONDSTORE)\r\n");
+    std::string out = talk(*s, "2 STORE 1 +FLAGS.SILENT (\\Flagged)\r\n");
+    EXPECT_TRUE(std::regex_search(out, std::regex(R"(^\* 1 FETCH \(UID 1 MODSEQ \(\d+\)\)\r\n2 OK)"))) << out;
+    EXPECT_FALSE(has(out, "FLAGS (")) << out;
+    std::string msg = "From: alice@sandbox.test\r\nSubject: sized\r\nMessage-ID: <sized@sandbox.test>\r\n\r\n" +
+                      std::string(500, 'x') + "\r\n";
+    out = talk(*s, "3 APPEND INBOX {" + std::to_string(msg.size()) + "+}\r\n" + msg + "\r\n4 FETCH 2 (RFC822.SIZE INTERNALDATE)\r\n");
+    EXPECT_TRUE(has(out, "3 OK [APPENDUID")) << out;
+    EXPECT_FALSE(has(out, "RFC822.SIZE 0")) << out;
+    EXPECT_FALSE(has(out, "1970")) << out;
+}
+
+TEST_F(ImapWriteTest, WritesOverManyMessagesGoInChunksAndAFailedCopyIsUndoneWhole) {
+    std::vector<std::string> ids;
+    for (int i = 1; i <= 150; ++i) ids.push_back(inject("inbox", "many-" + std::to_string(i)));
+    auto s = session();
+    talk(*s, "1 CREATE Dest\r\n2 SELECT INBOX\r\n");
+    reset_calls();
+    std::string out = talk(*s, "3 STORE 1:150 +FLAGS.SILENT (\\Flagged)\r\n");
+    EXPECT_TRUE(has(out, "3 OK")) << out;
+    EXPECT_EQ(count(calls(), "PATCH /messages/{id}"), 150u);
+    out = talk(*s, "4 SEARCH FLAGGED\r\n");
+    EXPECT_TRUE(has(out, " 150\r\n4 OK")) << out;
+    // A COPY failing in its third chunk: the two chunks before are deleted again too.
+    sandbox::Fault f;
+    f.target = sandbox::Fault::Target::Graph;
+    f.status = 503;
+    f.path_suffix = "/messages/" + url_encode(ids[130]) + "/copy";
+    sb_->server().inject(f, 1);
+    out = talk(*s, "5 COPY 1:150 Dest\r\n6 STATUS Dest (MESSAGES)\r\n");
+    EXPECT_TRUE(has(out, "5 NO [UNAVAILABLE]")) << out;
+    EXPECT_TRUE(has(out, "* STATUS Dest (MESSAGES 0)")) << out;
+    // Another session with Dest selected when Dest is deleted: told, and its writes refused, no crash.
+    auto other = session();
+    talk(*other, "a SELECT Dest\r\n");
+    out = talk(*s, "7 DELETE Dest\r\n");
+    EXPECT_TRUE(has(out, "7 OK")) << out;
+    out = talk(*other, "b NOOP\r\nc STORE 1 +FLAGS (\\Seen)\r\nd SELECT INBOX\r\n");
+    EXPECT_TRUE(has(out, "b OK")) << out;
+    EXPECT_TRUE(has(out, "d OK")) << out;
+    EXPECT_FALSE(other->wants_close());
+}

@@ -1,6 +1,8 @@
 // RFC 3501 sequence-set parsing and normalisation. See sequence_set.h.
 #include "protocol/imap/sequence_set.h"
 
+#include <charconv>
+
 #include <algorithm>
 
 namespace gb::protocol::imap {
@@ -84,6 +86,14 @@ std::vector<SequenceSet::Range> SequenceSet::ranges(std::uint32_t star) const {
 bool SequenceSet::uses_star() const {
     return std::any_of(items_.begin(), items_.end(),
                        [](const Item& item) { return item.first == 0 || item.second == 0; });
+}
+
+std::optional<std::uint64_t> parse_number(std::string_view text, std::uint64_t max) {
+    if (text.empty() || text.size() > 20) return std::nullopt;
+    std::uint64_t v = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || end != text.data() + text.size() || v > max) return std::nullopt;
+    return v;
 }
 
 std::string format_ranges(const std::vector<SequenceSet::Range>& ranges) {

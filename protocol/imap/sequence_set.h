@@ -42,6 +42,11 @@ class SequenceSet {
 
 std::optional<SequenceSet> parse_sequence_set(std::string_view text);
 
+// A decimal number of 1..max digits' worth (no sign, no spaces) that is <= max; nullopt otherwise (never
+// throws, whatever the client sends). RFC 7162 mod-sequences: max 2^63-1; UIDs/UIDVALIDITY: 2^32-1.
+std::optional<std::uint64_t> parse_number(std::string_view text, std::uint64_t max);
+inline constexpr std::uint64_t kMaxModSeq = 9223372036854775807ull;
+
 // "1:3,7,9:12" for ranges as returned by SequenceSet::ranges() (COPYUID, APPENDUID, ESEARCH output);
 // a range a:a is written "a". Empty input gives "".
 std::string format_ranges(const std::vector<SequenceSet::Range>& ranges);

@@ -132,14 +132,13 @@ void Session::cmd_fetch(const Command& c, bool uid, std::size_t first) {
         // (CHANGEDSINCE n [VANISHED])   (RFC 7162 3.1.4, 3.2.6)
         const auto& m = c.args[first + 2];
         bool valid = m.is_list() && (m.items.size() == 2 || m.items.size() == 3) && m.items[0].is_atom("CHANGEDSINCE") &&
-                     m.items[1].is_atom() && !m.items[1].text.empty() && m.items[1].text.size() <= 20 &&
-                     std::all_of(m.items[1].text.begin(), m.items[1].text.end(), ::isdigit);
+                     m.items[1].is_atom() && pi::parse_number(m.items[1].text, pi::kMaxModSeq);
         if (valid && m.items.size() == 3) {
             valid = m.items[2].is_atom("VANISHED") && uid && qresync_;
             vanished = valid;
         }
         if (!valid) return bad(c.tag, "Invalid FETCH modifier");
-        changed_since = std::stoull(m.items[1].text);
+        changed_since = *pi::parse_number(m.items[1].text, pi::kMaxModSeq);
     }
     bool wants_modseq = changed_since.has_value();
     bool sets_seen = false;

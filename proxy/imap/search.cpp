@@ -248,10 +248,10 @@ private:
                 p += 2;
             }
             if (p >= a.size() || !a[p].is_atom()) return std::nullopt;
-            const std::string& n = a[p++].text;
-            if (n.empty() || n.size() > 20 || !std::all_of(n.begin(), n.end(), ::isdigit)) return std::nullopt;
+            auto n = pi::parse_number(a[p++].text, pi::kMaxModSeq);
+            if (!n) return std::nullopt;
             key.k = Key::K::ModSeq;
-            key.n = std::stoull(n);
+            key.n = *n;
             used_modseq = true;
             return key;
         }

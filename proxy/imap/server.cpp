@@ -9,6 +9,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <exception>
 #include <boost/asio/use_awaitable.hpp>
 #include <fmt/format.h>
 
@@ -85,17 +86,24 @@ private:
     // non-trivial temporaries in a co_await full-expression twice.)
     enum class Action { Feed, Step, TlsStarted };
     void act(Action action) {
-        switch (action) {
-            case Action::Feed:
-                session_->feed(input_);
-                input_.clear();
-                break;
-            case Action::Step:
-                session_->step();
-                break;
-            case Action::TlsStarted:
-                session_->tls_started();
-                break;
+        // A failure below the session (the state database unreadable or full, memory) ends this connection
+        // with a BYE; it must never escape into the thread pool, which would end the whole process.
+        try {
+            switch (action) {
+                case Action::Feed:
+                    session_->feed(input_);
+                    input_.clear();
+                    break;
+                case Action::Step:
+                    session_->step();
+                    break;
+                case Action::TlsStarted:
+                    session_->tls_started();
+                    break;
+            }
+        } catch (const std::exception& e) {
+            input_.clear();
+            session_->internal_error(e.what());
         }
         result_.out = session_->take_output();
         result_.delay = session_->take_delay();

@@ -30,7 +30,9 @@ struct ServerOptions {
     std::size_t max_connections = 2000;
     std::chrono::seconds idle_timeout{30 * 60};
     int io_threads = 1;
-    int work_threads = 4;
+    // Session commands run here; they mostly wait (Graph, a mailbox's write lock held by another session),
+    // so there are more threads than cores: one mailbox's long write must not stall every other user.
+    int work_threads = 16;
 };
 
 struct ServerStats {

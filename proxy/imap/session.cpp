@@ -146,6 +146,14 @@ std::string Session::capabilities() const {
     return c;
 }
 
+void Session::internal_error(std::string_view what) {
+    log::Logger::instance().write(log::Level::Error, "imap", &ctx_, "internal error, closing the connection",
+                                  {{"error", std::string(what)}});
+    job_.reset();
+    untagged("BYE [SERVERBUG] Internal error; please reconnect");
+    close_ = true;
+}
+
 std::string Session::selected_path() const { return selected_ ? selected_->folder.path : std::string(); }
 
 // ---------------------------------------------------------------------------------------------------
@@ -607,16 +615,13 @@ void Session::cmd_select(const Command& c, bool read_only) {
                 if (!qresync_) return bad(c.tag, "ENABLE QRESYNC first");
                 const auto& q = params[++i].items;
                 auto number = [](const Value& v, std::uint64_t max) -> std::optional<std::uint64_t> {
-                    if (!v.is_atom() || v.text.empty() || v.text.size() > 20 ||
-                        !std::all_of(v.text.begin(), v.text.end(), ::isdigit))
-                        return std::nullopt;
-                    auto n = std::stoull(v.text);
-                    if (n == 0 || n > max) return std::nullopt;
+                    auto n = v.is_atom() ? pi::parse_number(v.text, max) : std::nullopt;
+                    if (!n || *n == 0) return std::nullopt;
                     return n;
                 };
                 if (q.size() < 2 || q.size() > 4) return bad(c.tag, "Invalid QRESYNC parameter");
                 auto validity = number(q[0], 0xFFFFFFFFull);
-                auto modseq = number(q[1], ~0ull);
+                auto modseq = number(q[1], pi::kMaxModSeq);
                 if (!validity || !modseq) return bad(c.tag, "Invalid QRESYNC parameter");
                 Resync r{static_cast<std::uint32_t>(*validity), *modseq, std::nullopt};
                 if (q.size() >= 3) {
@@ -742,7 +747,7 @@ void Session::deliver_updates() {
 void Session::enable_condstore() { condstore_ = true; }
 
 void Session::flush_updates(bool allow_expunge, const std::vector<std::uint32_t>* report,
-                            const std::vector<std::uint32_t>* suppress) {
+                            const std::vector<std::uint32_t>* suppress, bool silent_store) {
     if (!selected_) return;
     bool dirty;
     {
@@ -778,6 +783,12 @@ void Session::flush_updates(bool allow_expunge, const std::vector<std::uint32_t>
             }
         }
     }
+    // STORE .SILENT with CONDSTORE: no FLAGS, but the new MODSEQ must still be told (RFC 7162 3.1.3).
+    std::vector<std::uint32_t> modseq_only;
+    if (suppress && silent_store && condstore_) {
+        for (auto u : changed)
+            if (std::binary_search(suppress->begin(), suppress->end(), u)) modseq_only.push_back(u);
+    }
     if (suppress) {
         changed.erase(std::remove_if(changed.begin(), changed.end(),
                                      [&](std::uint32_t u) {
@@ -785,6 +796,7 @@ void Session::flush_updates(bool allow_expunge, const std::vector<std::uint32_t>
                                      }),
                       changed.end());
     }
+    changed.insert(changed.end(), modseq_only.begin(), modseq_only.end());
     if (report) {
         changed.insert(changed.end(), report->begin(), report->end());
         std::sort(changed.begin(), changed.end());
@@ -828,7 +840,10 @@ void Session::flush_updates(bool allow_expunge, const std::vector<std::uint32_t>
                 ++k;
             } else {
                 std::string modseq = condstore_ ? fmt::format(" MODSEQ ({})", view[n].modseq) : std::string();
-                untagged(fmt::format("{} FETCH (UID {} FLAGS ({}){})", n + 1, view[n].uid, flag_list(view[n]), modseq));
+                if (std::binary_search(modseq_only.begin(), modseq_only.end(), view[n].uid))
+                    untagged(fmt::format("{} FETCH (UID {} MODSEQ ({}))", n + 1, view[n].uid, view[n].modseq));
+                else
+                    untagged(fmt::format("{} FETCH (UID {} FLAGS ({}){})", n + 1, view[n].uid, flag_list(view[n]), modseq));
                 ++n, ++k;
             }
         }

@@ -98,6 +98,10 @@ public:
     bool idling() const { return idle_tag_.has_value(); }
     bool authenticated() const { return account_.has_value(); }
 
+    // Something below the session failed (an exception from the state store): logs it, answers
+    // "* BYE [SERVERBUG]" and asks for the connection to be closed. The session must not be fed after.
+    void internal_error(std::string_view what);
+
     // The selected folder (for tests): its path, or "" when none.
     std::string selected_path() const;
 
@@ -202,10 +206,11 @@ private:
     std::optional<sync::FolderRecord> find_folder(std::string_view imap_name_mutf7);
     std::vector<sync::FolderRecord> folders();
     std::string status_items(const sync::FolderRecord& f, const std::vector<std::string>& items);
-    // `report`: UIDs to send FETCH FLAGS for even when unchanged (STORE); `suppress`: changed UIDs not to
-    // send (STORE .SILENT).
+    // `report`: UIDs to send FETCH FLAGS for even when unchanged (STORE); `suppress`: changed UIDs whose
+    // FLAGS not to send (STORE .SILENT, or already told); with `silent_store` and CONDSTORE they still get
+    // a FETCH with their MODSEQ (RFC 7162 3.1.3). Both lists ascending.
     void flush_updates(bool allow_expunge, const std::vector<std::uint32_t>* report = nullptr,
-                       const std::vector<std::uint32_t>* suppress = nullptr);
+                       const std::vector<std::uint32_t>* suppress = nullptr, bool silent_store = false);
     void enable_condstore();
     // UIDs below UIDNEXT (within `known`, if given) that are not in the selected view, as a UID set: what
     // a client may still hold that is gone (VANISHED (EARLIER)); "" when none.

@@ -207,10 +207,11 @@ void Session::cmd_store(const Command& c, bool uid, std::size_t first) {
     sync::MailService::FlagOp op;
     if (c.args[p].is_list()) {
         const auto& m = c.args[p].items;
-        if (m.size() != 2 || !m[0].is_atom("UNCHANGEDSINCE") || !m[1].is_atom() || m[1].text.empty() ||
-            m[1].text.size() > 20 || !std::all_of(m[1].text.begin(), m[1].text.end(), ::isdigit))
-            return bad(c.tag, "Invalid STORE modifier");
-        op.unchanged_since = std::stoull(m[1].text);
+        auto n = m.size() == 2 && m[0].is_atom("UNCHANGEDSINCE") && m[1].is_atom()
+                     ? pi::parse_number(m[1].text, pi::kMaxModSeq)
+                     : std::nullopt;
+        if (!n) return bad(c.tag, "Invalid STORE modifier");
+        op.unchanged_since = *n;
         enable_condstore();
         ++p;
     }
@@ -236,7 +237,7 @@ void Session::cmd_store(const Command& c, bool uid, std::size_t first) {
     std::vector<std::uint32_t> report;
     std::set_difference(uids->begin(), uids->end(), r.modified.begin(), r.modified.end(), std::back_inserter(report));
     if (r.error) report.clear();  // only what really changed (the diff) is reported
-    flush_updates(false, silent ? nullptr : &report, silent ? &report : nullptr);
+    flush_updates(false, silent ? nullptr : &report, silent ? &report : nullptr, silent);
     if (r.error) return no(c.tag, write_error(*r.error));
     if (!r.modified.empty()) {
         std::vector<std::uint32_t> ids;
@@ -349,6 +350,8 @@ void Session::cmd_append(const Command& c) {
     if (dest->delta_link.empty()) svc_.mail->ensure_synced(account_->mailbox, dest->folder_id);
     sync::MailService::AppendRequest req;
     req.flags = flags.flags;
+    req.size = raw.size();
+    req.internal_date = date ? *date : static_cast<std::int64_t>(std::time(nullptr));
     for (const auto& k : flags.keywords) (sync::is_client_keyword(k) ? req.local_keywords : req.keywords).push_back(k);
     // A message the bridge just sent over SMTP: Graph already saved it in Sent Items.
     if (dest->special_use == "\\Sent" && svc_.sent)
@@ -465,8 +468,8 @@ void Session::cmd_delete(const Command& c) {
     for (const auto& other : folders())
         if (other.path.rfind(f->path + "/", 0) == 0)
             return no(c.tag, "[INUSE] The mailbox has subfolders; delete them first");
-    if (selected_ && selected_->folder.folder_id == f->folder_id) deselect();
     if (auto e = svc_.mail->delete_folder(account_->mailbox, f->folder_id)) return no(c.tag, write_error(*e));
+    if (selected_ && selected_->folder.folder_id == f->folder_id) deselect();  // it is gone
     flush_updates(true);
     ok(c.tag, "DELETE completed");
 }

@@ -372,6 +372,20 @@ std::vector<CallResult> fan_out(std::size_t n, std::size_t width,
 
 constexpr std::size_t kWriteWidth = 3;
 
+// Writes over many messages go in chunks, the mailbox's lock taken for one chunk at a time: a MOVE of
+// 5,000 messages does not hold off the polls and the other sessions of that mailbox for minutes.
+constexpr std::size_t kWriteChunk = 60;
+
+// Calls f(chunk) for consecutive chunks of `uids` until it returns false.
+template <typename F>
+void for_chunks(const std::vector<std::uint32_t>& uids, F&& f) {
+    for (std::size_t i = 0; i < uids.size(); i += kWriteChunk) {
+        std::vector<std::uint32_t> chunk(uids.begin() + static_cast<std::ptrdiff_t>(i),
+                                         uids.begin() + static_cast<std::ptrdiff_t>(std::min(uids.size(), i + kWriteChunk)));
+        if (!f(chunk)) return;
+    }
+}
+
 // The first real failure among the results (NotFound means "already gone": not a failure of the write).
 std::optional<SourceError> first_error(const std::vector<CallResult>& results) {
     for (const auto& r : results)
@@ -385,6 +399,18 @@ bool succeeded(const CallResult& r) { return r && !*r; }
 
 MailService::FlagResult MailService::store_flags(const std::string& mailbox, const std::string& folder_id,
                                                  const std::vector<std::uint32_t>& uids, const FlagOp& op) {
+    FlagResult all;
+    for_chunks(uids, [&](const std::vector<std::uint32_t>& chunk) {
+        auto r = store_flags_chunk(mailbox, folder_id, chunk, op);
+        all.modified.insert(all.modified.end(), r.modified.begin(), r.modified.end());
+        all.error = r.error;
+        return !r.error;
+    });
+    return all;
+}
+
+MailService::FlagResult MailService::store_flags_chunk(const std::string& mailbox, const std::string& folder_id,
+                                                       const std::vector<std::uint32_t>& uids, const FlagOp& op) {
     FlagResult result;
     Box* box = find_box(mailbox);
     if (!box) {
@@ -394,6 +420,10 @@ MailService::FlagResult MailService::store_flags(const std::string& mailbox, con
     FolderChange change;
     {
         auto lock = box->sync->exclusive();
+        if (!store_.folder(mailbox, folder_id)) {  // deleted meanwhile (here or in Outlook)
+            result.error = SourceError{SourceError::Kind::NotFound, "the mailbox no longer exists", {}};
+            return result;
+        }
         // Decide against what Graph has now, not what the last poll saw: a message flagged in Outlook a
         // second ago and unflagged here must get its PATCH (one delta request, usually empty).
         if (auto e = box->sync->sync_folder_locked(folder_id))
@@ -438,6 +468,33 @@ MailService::FlagResult MailService::store_flags(const std::string& mailbox, con
 MailService::CopyResult MailService::copy_messages(const std::string& mailbox, const std::string& folder_id,
                                                    const std::vector<std::uint32_t>& uids,
                                                    const std::string& dest_folder_id, bool move) {
+    CopyResult all;
+    for_chunks(uids, [&](const std::vector<std::uint32_t>& chunk) {
+        auto r = copy_chunk(mailbox, folder_id, chunk, dest_folder_id, move);
+        all.dest_uidvalidity = r.dest_uidvalidity;
+        all.source_uids.insert(all.source_uids.end(), r.source_uids.begin(), r.source_uids.end());
+        all.dest_uids.insert(all.dest_uids.end(), r.dest_uids.begin(), r.dest_uids.end());
+        all.error = r.error;
+        return !r.error;
+    });
+    if (all.error && !move && !all.dest_uids.empty()) {
+        // The earlier chunks of a failed COPY are undone too (the chunk that failed undid its own).
+        auto undo = expunge_chunk(mailbox, dest_folder_id, all.dest_uids, Removal::Delete);
+        std::vector<std::uint32_t> kept_src, kept_dst;
+        for (std::size_t i = 0; i < all.dest_uids.size(); ++i)
+            if (!std::binary_search(undo.removed.begin(), undo.removed.end(), all.dest_uids[i])) {
+                kept_src.push_back(all.source_uids[i]);
+                kept_dst.push_back(all.dest_uids[i]);
+            }
+        all.source_uids = std::move(kept_src);
+        all.dest_uids = std::move(kept_dst);
+    }
+    return all;
+}
+
+MailService::CopyResult MailService::copy_chunk(const std::string& mailbox, const std::string& folder_id,
+                                                const std::vector<std::uint32_t>& uids,
+                                                const std::string& dest_folder_id, bool move) {
     CopyResult result;
     Box* box = find_box(mailbox);
     if (!box) {
@@ -448,8 +505,8 @@ MailService::CopyResult MailService::copy_messages(const std::string& mailbox, c
     {
         auto lock = box->sync->exclusive();
         auto dest = store_.folder(mailbox, dest_folder_id);
-        if (!dest) {
-            result.error = SourceError{SourceError::Kind::NotFound, "no such destination folder", {}};
+        if (!dest || !store_.folder(mailbox, folder_id)) {
+            result.error = SourceError{SourceError::Kind::NotFound, "no such folder", {}};
             return result;
         }
         result.dest_uidvalidity = dest->uidvalidity;
@@ -502,6 +559,18 @@ MailService::CopyResult MailService::copy_messages(const std::string& mailbox, c
 
 MailService::ExpungeResult MailService::expunge(const std::string& mailbox, const std::string& folder_id,
                                                 const std::vector<std::uint32_t>& uids, Removal how) {
+    ExpungeResult all;
+    for_chunks(uids, [&](const std::vector<std::uint32_t>& chunk) {
+        auto r = expunge_chunk(mailbox, folder_id, chunk, how);
+        all.removed.insert(all.removed.end(), r.removed.begin(), r.removed.end());
+        all.error = r.error;
+        return !r.error;
+    });
+    return all;
+}
+
+MailService::ExpungeResult MailService::expunge_chunk(const std::string& mailbox, const std::string& folder_id,
+                                                      const std::vector<std::uint32_t>& uids, Removal how) {
     ExpungeResult result;
     Box* box = find_box(mailbox);
     if (!box) {
@@ -512,8 +581,15 @@ MailService::ExpungeResult MailService::expunge(const std::string& mailbox, cons
     std::string trash_id;
     {
         auto lock = box->sync->exclusive();
-        for (const auto& f : store_.folders(mailbox))
+        bool exists = false;
+        for (const auto& f : store_.folders(mailbox)) {
             if (f.special_use == "\\Trash") trash_id = f.folder_id;
+            exists = exists || f.folder_id == folder_id;
+        }
+        if (!exists) {
+            result.error = SourceError{SourceError::Kind::NotFound, "the mailbox no longer exists", {}};
+            return result;
+        }
         std::vector<MessageRecord> victims;
         for (auto uid : uids)
             if (auto m = store_.message(mailbox, folder_id, uid)) victims.push_back(std::move(*m));
@@ -557,6 +633,28 @@ SourceResult<MailService::AppendResult> MailService::append(const std::string& m
     Box* box = find_box(mailbox);
     if (!box) return not_configured();
     AppendResult result;
+    std::string sent_copy;
+    if (!request.sent_message_id.empty()) {
+        // Graph saves the message in Sent Items when it sends it, which may be a moment after the SMTP
+        // 250 (queue, then sendMail): wait a little for the copy (without holding the mailbox), so the
+        // client gets its APPENDUID; if it is still not there, OK without one and the sync brings it.
+        for (int attempt = 0; attempt < 10; ++attempt) {
+            auto found = box->source->find_by_message_id(mailbox, folder_id, request.sent_message_id);
+            if (auto* id = std::get_if<std::string>(&found)) {
+                sent_copy = *id;
+                break;
+            }
+            const auto& e = std::get<SourceError>(found);
+            if (e.kind != SourceError::Kind::NotFound) return e;
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        }
+        result.existing = true;
+        if (sent_copy.empty()) {
+            auto folder = store_.folder(mailbox, folder_id);
+            if (folder) result.uidvalidity = folder->uidvalidity;
+            return result;
+        }
+    }
     FolderChange change;
     {
         auto lock = box->sync->exclusive();
@@ -564,45 +662,49 @@ SourceResult<MailService::AppendResult> MailService::append(const std::string& m
         if (!folder) return SourceError{SourceError::Kind::NotFound, "no such folder", {}};
         result.uidvalidity = folder->uidvalidity;
         RemoteMessage rm;
-        if (!request.sent_message_id.empty()) {
-            // Graph saved this message when it sent it: map the APPEND onto that copy, never a second one.
-            auto found = box->source->find_by_message_id(mailbox, folder_id, request.sent_message_id);
-            if (auto* e = std::get_if<SourceError>(&found)) {
-                if (e->kind != SourceError::Kind::NotFound) return *e;
-                result.existing = true;  // not visible yet (Graph saves the copy with a lag): sync brings it
-                return result;
-            }
-            rm.graph_id = std::get<std::string>(found);
-            result.existing = true;
-            // Its flags in the store come from the next delta round; what the client asked is applied now.
+        std::uint32_t flags = request.flags;  // what the message has in Graph once this is done
+        std::vector<std::string> keywords = request.keywords;
+        if (!sent_copy.empty()) {
+            // Map the APPEND onto the copy Graph saved, never a second one; what the client asked is set.
+            rm.graph_id = sent_copy;
             MailSource::Patch patch;
             patch.read = (request.flags & kSeen) != 0;
             if (request.flags & kFlagged) patch.flagged = true;
             if (!request.keywords.empty()) patch.categories = request.keywords;
             if (auto e = box->source->update(mailbox, rm.graph_id, patch)) return *e;
+            flags &= ~static_cast<std::uint32_t>(kDraft);
         } else {
             auto created = box->source->create(mailbox, folder_id, request.body, request.mime, request.attachments);
             if (auto* e = std::get_if<SourceError>(&created)) return *e;
             rm = std::move(std::get<RemoteMessage>(created));
             // A MIME create cannot carry flags: what Graph did not take from the request is patched after.
             // (A JSON create carried them all; its answer just does not echo the last verb.)
-            MailSource::Patch patch;
-            if (((rm.flags ^ request.flags) & kSeen) != 0) patch.read = (request.flags & kSeen) != 0;
-            if (((rm.flags ^ request.flags) & kFlagged) != 0) patch.flagged = (request.flags & kFlagged) != 0;
-            if (last_verb(rm.flags) != last_verb(request.flags)) patch.last_verb = last_verb(request.flags);
-            if (rm.keywords != request.keywords) patch.categories = request.keywords;
-            if (request.mime && !patch.empty()) {
-                if (auto e = box->source->update(mailbox, rm.graph_id, patch)) {
-                    // The message exists; its flags are not what was asked. Say so rather than pretend.
-                    log::warn("sync", "appended message created, but its flags could not be set",
-                              {{"mailbox", mailbox}, {"error", e->message}});
+            if (request.mime) {
+                MailSource::Patch patch;
+                if (((rm.flags ^ request.flags) & kSeen) != 0) patch.read = (request.flags & kSeen) != 0;
+                if (((rm.flags ^ request.flags) & kFlagged) != 0) patch.flagged = (request.flags & kFlagged) != 0;
+                if (last_verb(rm.flags) != last_verb(request.flags)) patch.last_verb = last_verb(request.flags);
+                if (rm.keywords != request.keywords) patch.categories = request.keywords;
+                if (!patch.empty()) {
+                    if (auto e = box->source->update(mailbox, rm.graph_id, patch)) {
+                        // The message exists, with the flags Graph gave it: those are what the client sees.
+                        log::warn("sync", "appended message created, but its flags could not be set",
+                                  {{"mailbox", mailbox}, {"error", e->message}});
+                        flags = rm.flags | (request.flags & kDeleted);
+                        keywords = rm.keywords;
+                    }
                 }
+                flags |= kDraft;  // every MIME import is a draft
+            } else {
+                flags = (flags & ~static_cast<std::uint32_t>(kDraft)) | (rm.flags & kDraft);
             }
         }
-        rm.flags = (request.flags & ~static_cast<std::uint32_t>(kDraft)) | (rm.flags & kDraft) |
-                   (request.mime ? static_cast<std::uint32_t>(kDraft) : 0u);
-        rm.keywords = request.keywords;
+        rm.flags = flags;
+        rm.keywords = keywords;
         rm.local_keywords = request.local_keywords;
+        // Until the next delta round: the size of what the client sent, its internal date.
+        if (rm.size == 0) rm.size = request.size;
+        if (rm.internal_date == 0) rm.internal_date = request.internal_date;
         auto [uids, ch] = store_.add_known(mailbox, folder_id, {rm});
         result.uid = uids.empty() ? 0 : uids.front();
         change = std::move(ch);

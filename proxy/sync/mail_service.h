@@ -129,6 +129,8 @@ public:
         std::vector<std::string> local_keywords;  // client bookkeeping keywords (kept locally)
         std::string sent_message_id;  // set: look for this message in the folder instead of creating it
         std::vector<mail::Attachment> attachments;  // too big for the create request: uploaded after it
+        std::uint64_t size = 0;          // octets of the message as the client sent it
+        std::int64_t internal_date = 0;  // the client's date-time, else now (unix seconds)
     };
     struct AppendResult {
         std::uint32_t uidvalidity = 0, uid = 0;  // uid 0: created, but its UID is not known yet
@@ -145,6 +147,12 @@ public:
     std::optional<SourceError> delete_folder(const std::string& mailbox, const std::string& folder_id);
 
 private:
+    FlagResult store_flags_chunk(const std::string& mailbox, const std::string& folder_id,
+                                 const std::vector<std::uint32_t>& uids, const FlagOp& op);
+    CopyResult copy_chunk(const std::string& mailbox, const std::string& folder_id,
+                          const std::vector<std::uint32_t>& uids, const std::string& dest_folder_id, bool move);
+    ExpungeResult expunge_chunk(const std::string& mailbox, const std::string& folder_id,
+                                const std::vector<std::uint32_t>& uids, Removal how);
     struct Box;
     struct Watch {
         std::string mailbox, folder_id;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <set>
 #include <unordered_map>
 
 #include "common/ascii.h"
@@ -81,9 +82,17 @@ std::optional<SourceError> MailboxSync::sync_folders() {
 std::optional<SourceError> MailboxSync::sync_folders_locked() {
     auto tree = source_.folders(mailbox_);
     if (auto* e = std::get_if<SourceError>(&tree)) return *e;
-    store_.replace_folders(mailbox_, paths_for(std::get<0>(tree)));
-    std::lock_guard lock(mutex_);
-    ++stats_.folder_syncs;
+    // A folder gone from Graph (deleted over IMAP or in Outlook) loses its messages with it: sessions that
+    // have it selected are told (every message expunged) and its shared snapshot is dropped.
+    std::set<std::string> before;
+    for (const auto& f : store_.folders(mailbox_)) before.insert(f.folder_id);
+    auto now = store_.replace_folders(mailbox_, paths_for(std::get<0>(tree)));
+    for (const auto& f : now) before.erase(f.folder_id);
+    {
+        std::lock_guard lock(mutex_);
+        ++stats_.folder_syncs;
+    }
+    for (const auto& id : before) notify(id, FolderChange{});  // listeners re-read: no messages now
     return std::nullopt;
 }
 
