@@ -14,6 +14,7 @@
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mail_service.h"
 #include "support/graph_access.h"
+#include "support/mail_stack.h"
 #include "support/test_sandbox.h"
 
 using namespace gb;
@@ -46,25 +47,12 @@ protected:
     }
 
     void SetUp() override {
-        dir_ = ::testing::TempDir() + "/gb_imap_" + std::to_string(::getpid()) + "_" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name();
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directories(dir_);
-        store_ = sync::open_sqlite_store(dir_ + "/state.db");
-        cache_ = std::make_unique<sync::BodyCache>(dir_ + "/cache", 64 << 20);
-        sync::MailServiceOptions mo;
-        mo.poll_interval = std::chrono::milliseconds(60000);
-        mo.idle_poll_interval = std::chrono::milliseconds(300);
-        mail_ = std::make_unique<sync::MailService>(*store_, *cache_, mo);
-        mail_->add_mailbox("bob@sandbox.test", *source_);
-        mail_->start();
+        stack_ = std::make_unique<test::MailStack>("gb_imap", "bob@sandbox.test", *source_);
+        mail_ = stack_->mail.get();
+        store_ = stack_->store.get();
     }
     void TearDown() override {
-        mail_->stop();
-        mail_.reset();
-        cache_.reset();
-        store_.reset();
-        std::filesystem::remove_all(dir_);
+        stack_.reset();
     }
 
     static std::string inject(int i, bool read = false) {
@@ -81,7 +69,7 @@ protected:
         imap::SessionServices s;
         s.policy = policy_;
         s.throttle = &throttle_;
-        s.mail = mail_.get();
+        s.mail = mail_;
         imap::SessionConfig c;
         c.loopback = loopback;
         c.tls_available = tls_available;
@@ -110,10 +98,9 @@ protected:
     static test::GraphAccess* access_;
     static sync::GraphSource* source_;
     static smtp::Policy* policy_;
-    std::string dir_;
-    std::unique_ptr<sync::StateStore> store_;
-    std::unique_ptr<sync::BodyCache> cache_;
-    std::unique_ptr<sync::MailService> mail_;
+    std::unique_ptr<test::MailStack> stack_;
+    sync::MailService* mail_ = nullptr;
+    sync::StateStore* store_ = nullptr;
     smtp::AuthThrottle throttle_;
 };
 test::TestSandbox* ImapSessionTest::sb_;

@@ -20,6 +20,7 @@
 #include "proxy/sync/mail_service.h"
 #include "proxy/sync/sent_registry.h"
 #include "support/graph_access.h"
+#include "support/mail_stack.h"
 #include "support/test_sandbox.h"
 
 using namespace gb;
@@ -44,25 +45,12 @@ protected:
         a.send_as = {kBox};
         cfg.accounts.push_back(a);
         policy_ = new smtp::Policy(cfg);
-        dir_ = ::testing::TempDir() + "/gb_imapw_" + std::to_string(::getpid()) + "_" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name();
-        std::filesystem::remove_all(dir_);
-        std::filesystem::create_directories(dir_);
-        store_ = sync::open_sqlite_store(dir_ + "/state.db");
-        cache_ = std::make_unique<sync::BodyCache>(dir_ + "/cache", 64 << 20);
-        sync::MailServiceOptions mo;
-        mo.poll_interval = std::chrono::milliseconds(60000);
-        mo.idle_poll_interval = std::chrono::milliseconds(300);
-        mail_ = std::make_unique<sync::MailService>(*store_, *cache_, mo);
-        mail_->add_mailbox(kBox, *source_);
-        mail_->start();
+        stack_ = std::make_unique<test::MailStack>("gb_imapw", kBox, *source_);
+        mail_ = stack_->mail.get();
+        store_ = stack_->store.get();
     }
     void TearDown() override {
-        mail_->stop();
-        mail_.reset();
-        cache_.reset();
-        store_.reset();
-        std::filesystem::remove_all(dir_);
+        stack_.reset();
         delete policy_;
         delete source_;
         delete access_;
@@ -83,7 +71,7 @@ protected:
         s.trash_expunge_permanent = trash_permanent;
         s.policy = policy_;
         s.throttle = &throttle_;
-        s.mail = mail_.get();
+        s.mail = mail_;
         s.sent = &sent_;
         imap::SessionConfig c;
         c.loopback = true;
@@ -184,10 +172,9 @@ protected:
     sync::GraphSource* source_ = nullptr;
     smtp::Policy* policy_ = nullptr;
     int clock_ = 0;
-    std::string dir_;
-    std::unique_ptr<sync::StateStore> store_;
-    std::unique_ptr<sync::BodyCache> cache_;
-    std::unique_ptr<sync::MailService> mail_;
+    std::unique_ptr<test::MailStack> stack_;
+    sync::MailService* mail_ = nullptr;
+    sync::StateStore* store_ = nullptr;
     smtp::AuthThrottle throttle_;
     sync::SentRegistry sent_;
 };
