@@ -238,7 +238,9 @@ public:
         std::uint32_t uidnext = f->uidnext;
         std::uint64_t modseq = f->highestmodseq;
 
-        // The folder's current map, by immutable id.
+        // The folder's current map, by immutable id: all of it for a complete round (what is not in the
+        // round goes), else only the ids the round names (an incremental round, usually empty, must not
+        // read a 10,000-message folder: every poll and every STORE runs one).
         struct Local {
             std::uint32_t uid;
             std::uint32_t flags;
@@ -246,12 +248,21 @@ public:
             std::uint64_t size;
         };
         std::unordered_map<std::string, Local> local;
-        {
+        auto add_row = [&](const Stmt& q) {
+            local.emplace(q.text(0), Local{static_cast<std::uint32_t>(q.i64(1)), static_cast<std::uint32_t>(q.i64(2)),
+                                           q.text(3), static_cast<std::uint64_t>(q.i64(4))});
+        };
+        if (complete) {
             Stmt q(db_, "SELECT graph_id, uid, flags, keywords, size FROM messages WHERE mailbox=? AND folder_id=?");
             q.bind(1, mailbox).bind(2, folder_id);
-            while (q.step())
-                local.emplace(q.text(0), Local{static_cast<std::uint32_t>(q.i64(1)), static_cast<std::uint32_t>(q.i64(2)),
-                                               q.text(3), static_cast<std::uint64_t>(q.i64(4))});
+            while (q.step()) add_row(q);
+        } else if (!items.empty()) {
+            Stmt q(db_, "SELECT graph_id, uid, flags, keywords, size FROM messages WHERE mailbox=? AND folder_id=? "
+                        "AND graph_id=?");
+            for (const auto& m : items) {
+                q.reset().bind(1, mailbox).bind(2, folder_id).bind(3, m.graph_id);
+                if (q.step()) add_row(q);
+            }
         }
         Stmt ins(db_, "INSERT INTO messages(mailbox, folder_id, uid, graph_id, flags, keywords, size, internal_date, "
                       "modseq) VALUES(?,?,?,?,?,?,?,?,?)");
