@@ -2,6 +2,7 @@
 // source, and the Graph source against the sandbox over real HTTPS.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -148,7 +149,10 @@ TEST(SqliteStore, LocalWritesAssignUidsAtOnceAndTheDeltaFindsThemKnown) {
         EXPECT_EQ(s->message("bob@x", "F1", 2)->flags, kSeen | kDeleted);
         s->set_subscribed("bob@x", "F2", false);
     }
-    // Everything above is persistent; a removed UID is never handed out again.
+    // Everything above is persistent; a removed UID is never handed out again. The file is owner-only.
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
     auto s = open_sqlite_store(path);
     EXPECT_FALSE(s->folder("bob@x", "F2")->subscribed);
     EXPECT_TRUE(s->folder("bob@x", "F1")->subscribed);

@@ -4,6 +4,7 @@
 // new UIDVALIDITY (clients resync) rather than as wrong UIDs.
 #include <fmt/format.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -72,6 +73,9 @@ public:
             throw std::runtime_error(fmt::format("state database {}: {}", path, msg));
         }
         sqlite3_busy_timeout(db_, 5000);
+        // Folder names, subjects and addresses (ENVELOPE) live here: owner-only, like the spool. SQLite
+        // creates the -wal and -shm files with the database's mode; older ones are fixed too.
+        for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((path + suffix).c_str(), 0600);
     }
     ~Db() { sqlite3_close(db_); }
     Db(const Db&) = delete;
