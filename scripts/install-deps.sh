@@ -13,6 +13,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 swaks msmtp isync
   default-jre-headless
+  clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer (only a Recommends of clang, so named here)
 )
 
 missing=()
