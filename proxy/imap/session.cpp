@@ -61,6 +61,12 @@ std::optional<std::int64_t> parse_imap_date(std::string_view s) {
     return static_cast<std::int64_t>(timegm(&tm));
 }
 
+std::string inbox_spelling(std::string name) {
+    if (iequals(name, "INBOX")) return "INBOX";
+    if (name.size() > 6 && iequals(name.substr(0, 6), "INBOX/")) return "INBOX" + name.substr(5);
+    return name;
+}
+
 bool list_match(std::string_view p, std::string_view n) {
     // Iterative wildcard match with backtracking on the last '*' and the last '%'.
     std::size_t pi = 0, ni = 0, star_p = std::string_view::npos, star_n = 0;
@@ -438,9 +444,7 @@ std::vector<sync::FolderRecord> Session::folders() { return svc_.mail->store().f
 std::optional<sync::FolderRecord> Session::find_folder(std::string_view name_mutf7) {
     auto utf8 = pi::from_mutf7(name_mutf7);
     if (!utf8) return std::nullopt;
-    std::string name = *utf8;
-    if (iequals(name, "INBOX")) name = "INBOX";
-    else if (name.size() > 6 && iequals(name.substr(0, 6), "INBOX/")) name = "INBOX" + name.substr(5);
+    std::string name = inbox_spelling(*utf8);
     for (auto& f : folders())
         if (f.path == name) return f;
     return std::nullopt;

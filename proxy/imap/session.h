@@ -250,6 +250,9 @@ private:
 std::string imap_date_time(std::int64_t unix_seconds);
 // RFC 3501 date (SEARCH BEFORE/ON/SINCE): "1-Feb-1994" -> unix seconds of 00:00 UTC that day.
 std::optional<std::int64_t> parse_imap_date(std::string_view text);
+// A mailbox name (UTF-8) with INBOX, case-insensitive in IMAP, spelled "INBOX" as stored ("inbox/x" ->
+// "INBOX/x"); other names unchanged.
+std::string inbox_spelling(std::string name);
 // LIST pattern matching: '*' matches anything, '%' anything but the delimiter '/'.
 bool list_match(std::string_view pattern, std::string_view name);
 

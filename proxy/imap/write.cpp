@@ -102,12 +102,10 @@ std::string display_name(std::string_view segment) {
     return out;
 }
 
-// An IMAP name (UTF-8) in the stored form: "INBOX" upper-cased, no trailing delimiter.
+// A new mailbox name (UTF-8) in the stored form: no trailing delimiter, INBOX spelled as stored.
 std::string canonical_path(std::string name) {
     while (!name.empty() && name.back() == '/') name.pop_back();
-    if (iequals(name, "INBOX")) return "INBOX";
-    if (name.size() > 6 && iequals(name.substr(0, 6), "INBOX/")) return "INBOX" + name.substr(5);
-    return name;
+    return inbox_spelling(std::move(name));
 }
 
 }  // namespace
