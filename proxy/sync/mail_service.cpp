@@ -331,6 +331,29 @@ StoreResult apply_op(const MessageRecord& m, const MailService::FlagOp& op) {
 
 int last_verb(std::uint32_t flags) { return flags & kForwarded ? 104 : flags & kAnswered ? 102 : 0; }
 
+// The PATCH that takes a message from (flags, categories) to (to_flags, to_categories): only what differs.
+MailSource::Patch patch_between(std::uint32_t flags, const std::vector<std::string>& categories,
+                                std::uint32_t to_flags, const std::vector<std::string>& to_categories) {
+    MailSource::Patch p;
+    if ((flags ^ to_flags) & kSeen) p.read = (to_flags & kSeen) != 0;
+    if ((flags ^ to_flags) & kFlagged) p.flagged = (to_flags & kFlagged) != 0;
+    if (last_verb(flags) != last_verb(to_flags)) p.last_verb = last_verb(to_flags);
+    if (categories != to_categories) p.categories = to_categories;
+    return p;
+}
+
+// A stored message as it now also exists under `graph_id` (a copy, or moved elsewhere), minus `drop`.
+RemoteMessage arrived_as(const MessageRecord& m, std::string graph_id, std::uint32_t drop) {
+    RemoteMessage rm;
+    rm.graph_id = std::move(graph_id);
+    rm.flags = m.flags & ~drop;
+    rm.keywords = m.keywords;
+    rm.local_keywords = m.local_keywords;
+    rm.size = m.size;
+    rm.internal_date = m.internal_date;
+    return rm;
+}
+
 }  // namespace
 
 namespace {
@@ -444,11 +467,7 @@ MailService::FlagResult MailService::store_flags_chunk(const std::string& mailbo
             }
             auto [flags, kw, local] = apply_op(*m, op);
             if (flags == m->flags && kw == m->keywords && local == m->local_keywords) continue;
-            Work w{{uid, flags, kw, local}, m->graph_id, {}};
-            if ((flags ^ m->flags) & kSeen) w.patch.read = (flags & kSeen) != 0;
-            if ((flags ^ m->flags) & kFlagged) w.patch.flagged = (flags & kFlagged) != 0;
-            if (last_verb(flags) != last_verb(m->flags)) w.patch.last_verb = last_verb(flags);
-            if (kw != m->keywords) w.patch.categories = kw;
+            Work w{{uid, flags, kw, local}, m->graph_id, patch_between(m->flags, m->keywords, flags, kw)};
             work.push_back(std::move(w));
         }
         auto results = fan_out(work.size(), kWriteWidth, [&](std::size_t i) -> std::optional<SourceError> {
@@ -532,13 +551,7 @@ MailService::CopyResult MailService::copy_chunk(const std::string& mailbox, cons
         for (std::size_t i = 0; i < sources.size(); ++i) {
             if (!succeeded(results[i])) continue;
             const auto& m = sources[i];
-            RemoteMessage rm;
-            rm.graph_id = new_ids[i];
-            rm.flags = m.flags & ~(move ? static_cast<std::uint32_t>(kDeleted) : 0u);
-            rm.keywords = m.keywords;
-            rm.local_keywords = m.local_keywords;
-            rm.size = m.size;
-            rm.internal_date = m.internal_date;
+            RemoteMessage rm = arrived_as(m, new_ids[i], move ? static_cast<std::uint32_t>(kDeleted) : 0u);
             if (!move) {  // the copy has the same bytes: reuse what was computed from them
                 if (auto d = store_.derived(mailbox, m.graph_id)) store_.put_derived(mailbox, rm.graph_id, *d);
             }
@@ -609,14 +622,7 @@ MailService::ExpungeResult MailService::expunge_chunk(const std::string& mailbox
             if (*r && (*r)->kind != SourceError::Kind::NotFound) continue;  // failed: still here
             result.removed.push_back(victims[i].uid);  // done, or already gone from Graph
             if (succeeded(r) && !moved_ids[i].empty() && !trash_id.empty() && trash_id != folder_id) {
-                RemoteMessage rm;
-                rm.graph_id = moved_ids[i];
-                rm.flags = victims[i].flags & ~static_cast<std::uint32_t>(kDeleted);
-                rm.keywords = victims[i].keywords;
-                rm.local_keywords = victims[i].local_keywords;
-                rm.size = victims[i].size;
-                rm.internal_date = victims[i].internal_date;
-                trashed.push_back(std::move(rm));
+                trashed.push_back(arrived_as(victims[i], moved_ids[i], kDeleted));
             }
         }
         result.error = first_error(results);
@@ -680,11 +686,7 @@ SourceResult<MailService::AppendResult> MailService::append(const std::string& m
             // A MIME create cannot carry flags: what Graph did not take from the request is patched after.
             // (A JSON create carried them all; its answer just does not echo the last verb.)
             if (request.mime) {
-                MailSource::Patch patch;
-                if (((rm.flags ^ request.flags) & kSeen) != 0) patch.read = (request.flags & kSeen) != 0;
-                if (((rm.flags ^ request.flags) & kFlagged) != 0) patch.flagged = (request.flags & kFlagged) != 0;
-                if (last_verb(rm.flags) != last_verb(request.flags)) patch.last_verb = last_verb(request.flags);
-                if (rm.keywords != request.keywords) patch.categories = request.keywords;
+                auto patch = patch_between(rm.flags, rm.keywords, request.flags, request.keywords);
                 if (!patch.empty()) {
                     if (auto e = box->source->update(mailbox, rm.graph_id, patch)) {
                         // The message exists, with the flags Graph gave it: those are what the client sees.
