@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/ascii.h"
+#include "graph/mail/imap_message.h"
 
 namespace gb::sync {
 
@@ -12,31 +13,14 @@ namespace {
 
 constexpr std::size_t kMaxHeader = 64 * 1024;
 
-// The Message-ID field of a header block ("<...>"), or "".
+// The Message-ID of a header block ("<...>"), or "".
 std::string message_id_of(std::string_view head) {
-    std::size_t pos = 0;
-    while (pos < head.size()) {
-        std::size_t nl = head.find('\n', pos);
-        if (nl == std::string_view::npos) nl = head.size();
-        std::string_view line = head.substr(pos, nl - pos);
-        if (line.size() >= 11 && ascii::iequals(line.substr(0, 11), "message-id:")) {
-            // The value, with continuation lines (a folded Message-ID is legal).
-            std::string value(line.substr(11));
-            std::size_t next = nl + 1;
-            while (next < head.size() && (head[next] == ' ' || head[next] == '\t')) {
-                std::size_t e = head.find('\n', next);
-                if (e == std::string_view::npos) e = head.size();
-                value += head.substr(next, e - next);
-                next = e + 1;
-            }
-            auto lt = value.find('<');
-            auto gt = value.find('>', lt == std::string::npos ? 0 : lt);
-            if (lt == std::string::npos || gt == std::string::npos || gt - lt < 3 || gt - lt > 998) return {};
-            return value.substr(lt, gt - lt + 1);
-        }
-        pos = nl + 1;
-    }
-    return {};
+    auto value = mail::imap::header_field(head, "Message-ID");
+    if (!value) return {};
+    auto lt = value->find('<');
+    auto gt = value->find('>', lt == std::string::npos ? 0 : lt);
+    if (lt == std::string::npos || gt == std::string::npos || gt - lt < 3 || gt - lt > 998) return {};
+    return value->substr(lt, gt - lt + 1);
 }
 
 }  // namespace
