@@ -268,8 +268,7 @@ public:
                 if (q.step()) add_row(q);
             }
         }
-        Stmt ins(db_, "INSERT INTO messages(mailbox, folder_id, uid, graph_id, flags, keywords, size, internal_date, "
-                      "modseq) VALUES(?,?,?,?,?,?,?,?,?)");
+        Stmt ins(db_, kInsertMessage);
         Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, size=?, modseq=? WHERE mailbox=? AND folder_id=? "
                       "AND uid=?");
         Stmt del(db_, "DELETE FROM messages WHERE mailbox=? AND folder_id=? AND uid=?");
@@ -307,17 +306,7 @@ public:
             }
             std::uint32_t uid = uidnext++;
             ++modseq;
-            ins.reset()
-                .bind(1, mailbox)
-                .bind(2, folder_id)
-                .bind(3, static_cast<std::int64_t>(uid))
-                .bind(4, m.graph_id)
-                .bind(5, static_cast<std::int64_t>(m.flags & ~static_cast<std::uint32_t>(kDeleted)))
-                .bind(6, kw)
-                .bind(7, static_cast<std::int64_t>(m.size))
-                .bind(8, m.internal_date)
-                .bind(9, static_cast<std::int64_t>(modseq))
-                .run();
+            insert_row(ins, mailbox, folder_id, uid, m, m.flags & ~static_cast<std::uint32_t>(kDeleted), kw, "", modseq);
             local.emplace(m.graph_id, Local{uid, m.flags, kw, m.size});
             change.added.push_back(uid);
         }
@@ -392,8 +381,7 @@ public:
                     "graph_id=?");
         Stmt upd(db_, "UPDATE messages SET flags=?, keywords=?, local_keywords=?, modseq=? WHERE mailbox=? AND "
                       "folder_id=? AND uid=?");
-        Stmt ins(db_, "INSERT INTO messages(mailbox, folder_id, uid, graph_id, flags, keywords, size, internal_date, "
-                      "modseq, local_keywords) VALUES(?,?,?,?,?,?,?,?,?,?)");
+        Stmt ins(db_, kInsertMessage);
         for (const auto& m : items) {
             std::string kw = join_keywords(m.keywords), local = join_keywords(m.local_keywords);
             q.reset().bind(1, mailbox).bind(2, folder_id).bind(3, m.graph_id);
@@ -407,18 +395,7 @@ public:
             }
             std::uint32_t uid = uidnext++;
             ++modseq;
-            ins.reset()
-                .bind(1, mailbox)
-                .bind(2, folder_id)
-                .bind(3, static_cast<std::int64_t>(uid))
-                .bind(4, m.graph_id)
-                .bind(5, static_cast<std::int64_t>(m.flags))
-                .bind(6, kw)
-                .bind(7, static_cast<std::int64_t>(m.size))
-                .bind(8, m.internal_date)
-                .bind(9, static_cast<std::int64_t>(modseq))
-                .bind(10, local)
-                .run();
+            insert_row(ins, mailbox, folder_id, uid, m, m.flags, kw, local, modseq);
             uids.push_back(uid);
             change.added.push_back(uid);
         }
@@ -496,6 +473,27 @@ private:
         Db& db_;
         bool done_ = false;
     };
+
+    static constexpr const char* kInsertMessage =
+        "INSERT INTO messages(mailbox, folder_id, uid, graph_id, flags, keywords, size, internal_date, modseq, "
+        "local_keywords) VALUES(?,?,?,?,?,?,?,?,?,?)";
+    // A new message row (through a kInsertMessage statement) with the given UID, flags and keywords.
+    static void insert_row(Stmt& ins, const std::string& mailbox, const std::string& folder_id, std::uint32_t uid,
+                           const RemoteMessage& m, std::uint32_t flags, const std::string& keywords,
+                           const std::string& local, std::uint64_t modseq) {
+        ins.reset()
+            .bind(1, mailbox)
+            .bind(2, folder_id)
+            .bind(3, static_cast<std::int64_t>(uid))
+            .bind(4, m.graph_id)
+            .bind(5, static_cast<std::int64_t>(flags))
+            .bind(6, keywords)
+            .bind(7, static_cast<std::int64_t>(m.size))
+            .bind(8, m.internal_date)
+            .bind(9, static_cast<std::int64_t>(modseq))
+            .bind(10, local)
+            .run();
+    }
 
     // One message's flags and keywords through `upd` ("UPDATE messages SET flags=?, keywords=?,
     // local_keywords=?, modseq=? WHERE mailbox=? AND folder_id=? AND uid=?").
