@@ -39,10 +39,21 @@ def check(cond, what):
     return cond
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port the kernel says is free and that this process has not handed out before: the
+    kernel may give a just-released ephemeral port again, so two listeners of one config could
+    otherwise be given the same port (seen in CI: pop3.tls_listen == smtp.tls_listen)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free loopback port")
 
 
 def wait_for(pred, timeout, step=0.2):
