@@ -84,7 +84,7 @@ using TokenResult = std::variant<Token, TokenFailure>;
 
 struct BrokerTiming {
     std::int64_t backoff_initial_ms = 1000;
-    std::int64_t backoff_max_ms = 5 * 60 * 1000;
+    std::int64_t backoff_max_ms = 60 * 1000;  // once the endpoint is back, tokens (and mail) flow within a minute
     std::int64_t refresh_lead_max_s = 300;  // refresh this long before expiry (at most half the lifetime)
     std::int64_t safety_max_s = 60;         // stop handing out a token this long before expiry (at most 1/4)
 };

@@ -248,6 +248,20 @@ TEST_F(ConfigTest, FromPolicyAndQueueSettings) {
     EXPECT_NE(all.find("queue.per_mailbox: must be between 1 and 4"), std::string::npos) << all;
 }
 
+TEST_F(ConfigTest, GraphTimeout) {
+    EXPECT_EQ(load(write(kValid)).graph.timeout_ms, 120000);
+    std::string text = kValid;
+    text.insert(text.find("[log]"), "[graph]\ntimeout = \"3s\"\n\n");
+    EXPECT_EQ(load(write(text)).graph.timeout_ms, 3000);
+    for (const char* bad : {"\"0s\"", "\"2h\"", "\"soon\"", "true"}) {
+        std::string t = kValid;
+        t.insert(t.find("[log]"), std::string("[graph]\ntimeout = ") + bad + "\n\n");
+        auto p = problems(t);
+        ASSERT_EQ(p.size(), 1u) << bad;
+        EXPECT_EQ(p[0].key, "graph.timeout") << bad;
+    }
+}
+
 TEST_F(ConfigTest, ImapTrashExpunge) {
     EXPECT_EQ(load(write(kValid)).imap.trash_expunge, "permanent");
     std::string text = kValid;

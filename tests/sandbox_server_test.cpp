@@ -296,6 +296,16 @@ TEST_F(SandboxServerTest, InjectedFaultsThroughTheAdminApi) {
     auto timed_out = https(slow);
     EXPECT_EQ(timed_out.status, 0);  // the client gave up first
 
+    // An outage: every token request fails for 1.2 s, then the endpoint is back by itself.
+    admin.body = R"({"target":"token","kind":"status","status":503,"duration_ms":1200})";
+    ASSERT_EQ(https(admin).status, 204);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(token_request(assertion()).status, 503) << i;
+    EXPECT_EQ(graph("GET", "/v1.0/users/alice@sandbox.test/mailFolders", t).status, 200);  // Graph unaffected
+    std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+    EXPECT_EQ(token_request(assertion()).status, 200);
+
+    admin.body = R"({"target":"token","duration_ms":1000,"count":2})";
+    EXPECT_EQ(https(admin).status, 400);
     admin.body = R"({"target":"nowhere"})";
     EXPECT_EQ(https(admin).status, 400);
 

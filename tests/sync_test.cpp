@@ -5,7 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <thread>
 
@@ -87,6 +91,70 @@ TEST(SqliteStore, UidsGrowAndAreNeverReusedAcrossReopen) {
     auto c = s->apply("bob@x", "F1", {msg("d", 4), msg("c", 3)}, false, "link3", 102);  // c came back
     EXPECT_EQ(c.added, (std::vector<std::uint32_t>{4, 5}));                          // new UIDs, 3 not reused
     EXPECT_EQ(uids(*s, "F1"), (std::vector<std::uint32_t>{1, 2, 4, 5}));
+}
+
+TEST(SqliteStore, CorruptFileIsMovedAsideAndEveryUidvalidityIsNew) {
+    std::string path = temp_db("corrupt");
+    std::vector<std::uint32_t> old_validities;
+    {
+        auto s = open_sqlite_store(path);
+        // Many folders in one second: their UIDVALIDITYs run ahead of the clock (max(now, last + 1)).
+        std::vector<FolderRecord> fs;
+        for (int i = 0; i < 50; ++i) fs.push_back(folder("F" + std::to_string(i), "Box" + std::to_string(i)));
+        for (const auto& f : s->replace_folders("bob@x", fs)) old_validities.push_back(f.uidvalidity);
+        s->apply("bob@x", "F0", {msg("a", 1)}, false, "l", 1);
+    }
+    ASSERT_EQ(old_validities.size(), 50u);
+    // Damage the file: its header and first pages overwritten (a disk error, a stray write).
+    {
+        FILE* f = std::fopen(path.c_str(), "r+b");
+        ASSERT_NE(f, nullptr);
+        std::string junk(8192, '\x5a');
+        std::fwrite(junk.data(), 1, junk.size(), f);
+        std::fclose(f);
+    }
+    std::string aside;
+    auto s = open_sqlite_store(path, &aside);
+    ASSERT_FALSE(aside.empty()) << "a corrupt file must be detected";
+    EXPECT_TRUE(std::filesystem::exists(aside)) << "the damaged file is kept for inspection";
+    EXPECT_EQ(aside.rfind(path + ".corrupt-", 0), 0u) << aside;
+    auto fresh = s->replace_folders("bob@x", {folder("F0", "Box0"), folder("F1", "Box1")});
+    ASSERT_EQ(fresh.size(), 2u);
+    std::uint32_t max_old = *std::max_element(old_validities.begin(), old_validities.end());
+    for (const auto& f : fresh) EXPECT_GT(f.uidvalidity, max_old) << f.path << ": a client's cached UIDs must be dropped";
+    EXPECT_TRUE(s->messages("bob@x", "F0").empty());  // rebuilt from Graph by the sync, not from the wreck
+    struct stat st {};
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    // A healthy file is left alone.
+    std::string again;
+    s.reset();
+    auto s2 = open_sqlite_store(path, &again);
+    EXPECT_TRUE(again.empty());
+    EXPECT_EQ(s2->folders("bob@x").size(), 2u);
+}
+
+TEST(SqliteStore, LockedByAnotherProcessIsAClearErrorNotARebuild) {
+    std::string path = temp_db("locked");
+    { open_sqlite_store(path)->replace_folders("bob@x", {folder("F1", "INBOX")}); }
+    sqlite3* other = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+    // Another process holding an exclusive lock (in rollback-journal terms: a writer that never ends).
+    ASSERT_EQ(sqlite3_exec(other, "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;", nullptr, nullptr, nullptr), SQLITE_OK);
+    std::string aside, error;
+    try {
+        open_sqlite_store(path, &aside);
+    } catch (const std::exception& e) {
+        error = e.what();
+    }
+    sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_close(other);
+    EXPECT_NE(error.find("locked"), std::string::npos) << error;
+    EXPECT_NE(error.find("another process"), std::string::npos) << error;
+    EXPECT_TRUE(aside.empty()) << "a locked file is not corrupt: never moved aside";
+    auto s = open_sqlite_store(path, &aside);
+    EXPECT_TRUE(aside.empty());
+    EXPECT_EQ(s->folders("bob@x").size(), 1u);  // nothing lost
 }
 
 TEST(SqliteStore, FlagChangesBumpModseqAndKeepTheLocalDeletedBit) {
@@ -270,19 +338,38 @@ TEST(SqliteStore, FolderTreeChangesKeepIdentityAndNewFoldersGetGreaterValidity) 
     EXPECT_TRUE(uids(*s, "F2").empty());
 }
 
-TEST(SqliteStore, NotAStateDatabaseIsAClearError) {
+TEST(SqliteStore, NotADatabaseIsKeptAsideAndReplaced) {
     std::string path = temp_db("garbage");
+    const std::string text = "this is not sqlite, just some text that is long enough to be a header";
     {
         FILE* f = std::fopen(path.c_str(), "w");
-        std::fputs("this is not sqlite, just some text that is long enough to be a header", f);
+        std::fputs(text.c_str(), f);
         std::fclose(f);
     }
+    std::string aside;
+    auto s = open_sqlite_store(path, &aside);
+    ASSERT_FALSE(aside.empty());
+    std::ifstream kept(aside);
+    std::string content((std::istreambuf_iterator<char>(kept)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(content, text) << "the file is moved, never overwritten";
+    EXPECT_EQ(s->replace_folders("bob@x", {folder("F1", "INBOX")}).size(), 1u);
+}
+
+TEST(SqliteStore, AnotherSchemaVersionIsAClearErrorAndLeftAlone) {
+    std::string path = temp_db("future");
+    { open_sqlite_store(path); }
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "UPDATE meta SET value='99' WHERE key='schema'", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    std::string aside, error;
     try {
-        open_sqlite_store(path);
-        FAIL() << "opened garbage";
+        open_sqlite_store(path, &aside);
     } catch (const std::runtime_error& e) {
-        EXPECT_NE(std::string(e.what()).find("state database"), std::string::npos) << e.what();
+        error = e.what();
     }
+    EXPECT_NE(error.find("schema version 99"), std::string::npos) << error;
+    EXPECT_TRUE(aside.empty()) << "a newer graphbridge's file is not corrupt";
 }
 
 // ---- the engine with a scripted source -----------------------------------------------------------------

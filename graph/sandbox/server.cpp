@@ -98,14 +98,20 @@ struct SandboxServer::Impl {
 
     std::optional<Fault> take_fault(Fault::Target target, std::string_view path, bool after) {
         std::lock_guard lock(mutex);
-        for (auto it = faults.begin(); it != faults.end(); ++it) {
+        auto now = std::chrono::steady_clock::now();
+        for (auto it = faults.begin(); it != faults.end();) {
+            if (it->duration_ms > 0 && now >= it->until) {  // an outage that is over
+                it = faults.erase(it);
+                continue;
+            }
             if ((it->target == target || it->target == Fault::Target::Any) && it->after == after &&
                 (it->path_suffix.empty() || ends_with(path, it->path_suffix))) {
                 Fault f = *it;
-                faults.erase(it);
+                if (f.duration_ms == 0) faults.erase(it);
                 ++stats.faults_injected;
                 return f;
             }
+            ++it;
         }
         return std::nullopt;
     }
@@ -160,13 +166,18 @@ struct SandboxServer::Impl {
             f.retry_after = num("retry_after", 0);
             f.delay_ms = num("delay_ms", 0);
             count = num("count", 1);
+            f.duration_ms = num("duration_ms", 0);
             f.path_suffix = str("path_suffix");
             f.after = doc.HasMember("after") && doc["after"].IsBool() && doc["after"].GetBool();
             if (f.after && (f.target != Fault::Target::Graph || (f.kind != Fault::Kind::Status && f.kind != Fault::Kind::Reset)))
                 return graph_error(400, "BadRequest", "after needs target graph and kind status or reset");
             if (f.status < 400 || f.status > 599 || count < 1 || count > 100000 || f.delay_ms < 0 ||
-                f.delay_ms > 600000 || f.retry_after < 0)
-                return graph_error(400, "BadRequest", "status 400-599, count 1-100000, delay_ms 0-600000");
+                f.delay_ms > 600000 || f.retry_after < 0 || f.duration_ms < 0 || f.duration_ms > 3600000)
+                return graph_error(400, "BadRequest",
+                                   "status 400-599, count 1-100000, delay_ms 0-600000, duration_ms 0-3600000");
+            if (f.duration_ms > 0 && doc.HasMember("count"))
+                return graph_error(400, "BadRequest", "count and duration_ms exclude each other");
+            f.until = std::chrono::steady_clock::now() + std::chrono::milliseconds(f.duration_ms);
             std::lock_guard lock(mutex);
             for (int i = 0; i < count; ++i) faults.push_back(f);
             return HttpResponse::empty(204);

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -52,6 +53,9 @@ struct Fault {
     std::int64_t aadsts = 0;  // Kind::Aadsts: answer the token request with this AADSTS code
     std::string path_suffix;  // only requests whose path ends with this ("" = any), e.g. "/send"
     bool after = false;       // Status/Reset after the request was carried out (a lost response)
+    // > 0: the fault hits every matching request for this long (an outage) instead of `count` requests.
+    int duration_ms = 0;
+    std::chrono::steady_clock::time_point until{};  // set when a duration fault is added
 };
 
 // One Graph request as the client saw it (request log, for tests that check which calls a bridge made).

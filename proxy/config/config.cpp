@@ -613,6 +613,18 @@ Config load(const std::string& path) {
         }
         s.finish();
     }
+    if (const toml::table* t = top.table("graph")) {
+        Section s(*t, "graph", path, problems);
+        if (const toml::node* n = s.get("timeout")) {
+            std::optional<std::int64_t> v;
+            if (n->is_integer()) v = n->as_integer()->get();
+            else if (n->is_string()) v = parse_duration(n->as_string()->get());
+            if (!v || *v < 1 || *v > 3600)
+                s.problem("timeout", "must be a duration between 1 and 3600 seconds, e.g. \"120s\"");
+            else cfg.graph.timeout_ms = *v * 1000;
+        }
+        s.finish();
+    }
     for (auto [key, set] : {std::pair<const char*, ListenerSet*>{"imap", &cfg.imap},
                             std::pair<const char*, ListenerSet*>{"pop3", &cfg.pop3}}) {
         if (const toml::table* t = top.table(key)) {

@@ -121,6 +121,11 @@ struct QueueConfig {
     int per_mailbox = 4;  // concurrent Graph deliveries per mailbox (Outlook allows 4)
 };
 
+// Graph requests: how long one HTTP call may take before it is abandoned (and the work retried).
+struct GraphConfig {
+    std::int64_t timeout_ms = 120000;  // per request; an upload session's chunk counts as one
+};
+
 struct TlsConfig {
     std::string cert;
     std::string key;
@@ -138,6 +143,7 @@ struct Config {
     ListenerSet pop3;
     TlsConfig tls;
     QueueConfig queue;
+    GraphConfig graph;
     ListenAddress admin_listen;
     log::Level log_level = log::Level::Info;
     log::Format log_format = log::Format::Text;

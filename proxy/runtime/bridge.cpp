@@ -142,15 +142,20 @@ private:
 // One app registration: its token broker, Graph client and deliverer.
 class GraphSender : public queue::AppSender {
 public:
-    explicit GraphSender(const config::AppConfig& app) : loaded_(load_app(app)) {
+    GraphSender(const config::AppConfig& app, long timeout_ms) : loaded_(load_app(app)) {
         http::ClientOptions o;
         o.ca_file = app.ca_file;
         http_ = std::make_unique<http::Client>(o);
         for (const auto& w : loaded_.warnings) log::warn("auth", w, {{"app", app.name}});
-        broker_ = std::make_unique<auth::TokenBroker>(std::move(loaded_.broker), http::make_token_transport(*http_));
+        // Token requests are small: at most 30 s even when Graph calls may take longer.
+        broker_ = std::make_unique<auth::TokenBroker>(std::move(loaded_.broker),
+                                                      http::make_token_transport(*http_, std::min<long>(timeout_ms, 30000)));
         graph_ = std::make_unique<http::GraphClient>(*http_, *broker_, app.graph_url);
-        deliverer_ = std::make_unique<mail::Deliverer>(*graph_, *http_);
+        mail::DeliveryOptions delivery;
+        delivery.timeout_ms = timeout_ms;
+        deliverer_ = std::make_unique<mail::Deliverer>(*graph_, *http_, delivery);
         source_ = std::make_unique<sync::GraphSource>(*graph_, app.graph_url, 500, http_.get());
+        source_->set_timeout_ms(timeout_ms);
     }
     sync::MailSource& source() { return *source_; }
     mail::DeliveryResult deliver(const mail::Prepared& m) override { return deliverer_->deliver(m); }
@@ -255,7 +260,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     d.cfg = cfg;
     for (const auto& [name, app] : cfg.apps) {
         try {
-            d.senders.emplace(name, std::make_unique<GraphSender>(app));
+            d.senders.emplace(name, std::make_unique<GraphSender>(app, static_cast<long>(cfg.graph.timeout_ms)));
         } catch (const std::exception& e) {
             throw std::runtime_error("app " + name + ": " + e.what());
         }
@@ -313,12 +318,12 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     bool want_pop3 = !cfg.pop3.listen.empty() || !cfg.pop3.tls_listen.empty();
     if (want_imap || want_pop3) {
         std::filesystem::path state_dir(cfg.state_dir);
-        try {
-            d.state = sync::open_sqlite_store((state_dir / "mailboxes.db").string());
-        } catch (const std::exception& e) {
-            throw std::runtime_error(std::string(e.what()) + " (move the file aside to rebuild it from Graph; "
-                                                              "clients will then see new UIDVALIDITYs)");
-        }
+        std::string aside;
+        d.state = sync::open_sqlite_store((state_dir / "mailboxes.db").string(), &aside);
+        if (!aside.empty())
+            log::error("sync", "state database was corrupt: moved aside, rebuilding it from Graph; IMAP clients "
+                               "see new UIDVALIDITYs and download their folders again",
+                       {{"moved_to", aside}});
         d.cache = std::make_unique<sync::BodyCache>((state_dir / "cache").string(), cfg.imap.cache_size);
         sync::MailServiceOptions mo;
         mo.poll_interval = std::chrono::milliseconds(cfg.imap.poll_interval_ms);

@@ -120,7 +120,7 @@ http::GraphResult GraphSource::get(const std::string& path_or_link, bool json) {
     if (json) prefer += fmt::format(", odata.maxpagesize={}", page_size_);
     req.headers.emplace_back("Prefer", prefer);
     if (json) req.headers.emplace_back("Accept", "application/json");
-    req.timeout_ms = 120000;
+    req.timeout_ms = timeout_ms_;
     return graph_.call(std::move(req));
 }
 
@@ -302,7 +302,7 @@ http::GraphResult GraphSource::send(const std::string& method, const std::string
     if (!body.empty()) req.headers.emplace_back("Content-Type", content_type);
     req.headers.emplace_back("Accept", "application/json");
     req.body = std::move(body);
-    req.timeout_ms = 120000;
+    req.timeout_ms = timeout_ms_;
     return graph_.call(std::move(req));
 }
 
@@ -374,12 +374,14 @@ SourceResult<RemoteMessage> GraphSource::create(const std::string& mailbox, cons
     const std::string path = user_path(mailbox) + "/messages/" + url_encode(m.graph_id);
     mail::GraphCall call = [this](http::Request req) {
         req.headers.emplace_back("Prefer", kPreferImmutable);
-        req.timeout_ms = 120000;
+        req.timeout_ms = timeout_ms_;
         return graph_.call(std::move(req));
     };
     std::vector<std::string> ids;
+    mail::DeliveryOptions options;
+    options.timeout_ms = timeout_ms_;
     for (const auto& a : attachments) {
-        if (auto failed = mail::attach_file(call, *upload_, path, a, mail::DeliveryOptions{}, ids)) {
+        if (auto failed = mail::attach_file(call, *upload_, path, a, options, ids)) {
             send("DELETE", path, "");
             SourceError e;
             e.kind = failed->outcome == mail::Outcome::Permanent ? SourceError::Kind::Permanent

@@ -53,6 +53,9 @@ public:
                                            const std::string& parent_id) override;
     std::optional<SourceError> delete_folder(const std::string& mailbox, const std::string& folder_id) override;
 
+    // How long one Graph request may take ([graph] timeout); default 120 s.
+    void set_timeout_ms(long ms) { timeout_ms_ = ms; }
+
     // The first delta request of a round (exposed for tests).
     std::string initial_delta_path(const std::string& mailbox, const std::string& folder_id) const;
 
@@ -68,6 +71,7 @@ private:
     std::string graph_url_;
     int page_size_;
     http::Client* upload_;
+    long timeout_ms_ = 120000;
 };
 
 // "2026-11-29T07:00:00Z" (with optional fraction and offset) -> unix seconds; nullopt if malformed.

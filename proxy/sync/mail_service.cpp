@@ -73,7 +73,15 @@ void MailService::start() {
                 auto job = std::move(jobs_.front());
                 jobs_.erase(jobs_.begin());
                 worker_lock.unlock();
-                job();
+                // A job must never take the process down (an exception out of a thread is std::terminate):
+                // run_poll() handles its own; this is the last line.
+                try {
+                    job();
+                } catch (const std::exception& e) {
+                    log::error("sync", "background job failed", {{"error", e.what()}});
+                } catch (...) {
+                    log::error("sync", "background job failed", {{"error", "unknown exception"}});
+                }
                 worker_lock.lock();
             }
         });
@@ -180,6 +188,31 @@ void MailService::scheduler() {
 
 void MailService::run_poll(Box& box, std::vector<std::string> fast_folders, bool full) {
     std::optional<SourceError> err;
+    bool store_failed = false;
+    try {
+        poll_once(box, fast_folders, full, err);
+    } catch (const std::exception& e) {
+        // The state database failed (locked by another process past the busy timeout, disk full, I/O
+        // error): this round is lost, nothing else. Sessions keep serving what is stored; the next round
+        // retries after a pause.
+        err = SourceError{SourceError::Kind::Transient, std::string("state database: ") + e.what(), {}};
+        store_failed = true;
+    }
+    std::lock_guard lock(mutex_);
+    ++stats_.polls;
+    if (err) {
+        ++stats_.poll_errors;
+        if (err->kind == SourceError::Kind::Throttled)
+            box.paused_until = SteadyClock::now() + std::chrono::seconds(std::max<std::int64_t>(1, err->retry_after.value_or(5)));
+        if (store_failed) box.paused_until = SteadyClock::now() + std::chrono::seconds(5);
+        log::warn("sync", "sync failed", {{"mailbox", box.address}, {"error", err->message}});
+    }
+    box.running = false;
+    changed_.notify_all();
+}
+
+void MailService::poll_once(Box& box, const std::vector<std::string>& fast_folders, bool full,
+                            std::optional<SourceError>& err) {
     if (full) {
         bool tree = SteadyClock::now() >= box.next_tree;
         if (tree) {
@@ -200,16 +233,6 @@ void MailService::run_poll(Box& box, std::vector<std::string> fast_folders, bool
             if (e && e->kind == SourceError::Kind::Throttled) break;
         }
     }
-    std::lock_guard lock(mutex_);
-    ++stats_.polls;
-    if (err) {
-        ++stats_.poll_errors;
-        if (err->kind == SourceError::Kind::Throttled)
-            box.paused_until = SteadyClock::now() + std::chrono::seconds(std::max<std::int64_t>(1, err->retry_after.value_or(5)));
-        log::warn("sync", "sync failed", {{"mailbox", box.address}, {"error", err->message}});
-    }
-    box.running = false;
-    changed_.notify_all();
 }
 
 SourceResult<std::string> MailService::body(const std::string& mailbox, const std::string& graph_id) {
@@ -223,14 +246,19 @@ SourceResult<std::string> MailService::body(const std::string& mailbox, const st
         if (auto hit = cache_.get(mailbox, graph_id)) return std::move(*hit);
         body_in_flight_.insert(key);
     }
-    auto r = source->mime(mailbox, graph_id);
     SourceResult<std::string> out = SourceError{};
-    if (auto* bytes = std::get_if<std::string>(&r)) {
-        std::string normal = normalize_crlf(*bytes);
-        cache_.put(mailbox, graph_id, normal);
-        out = std::move(normal);
-    } else {
-        out = std::get<SourceError>(r);
+    try {
+        auto r = source->mime(mailbox, graph_id);
+        if (auto* bytes = std::get_if<std::string>(&r)) {
+            std::string normal = normalize_crlf(*bytes);
+            cache_.put(mailbox, graph_id, normal);
+            out = std::move(normal);
+        } else {
+            out = std::get<SourceError>(r);
+        }
+    } catch (const std::exception& e) {
+        // Whoever waits for this body must be woken whatever happened (below), or they wait forever.
+        out = SourceError{SourceError::Kind::Transient, std::string("body download: ") + e.what(), {}};
     }
     {
         std::lock_guard lock(mutex_);

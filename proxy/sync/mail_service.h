@@ -161,6 +161,9 @@ private:
     Box* find_box(const std::string& mailbox) const;
     void scheduler();
     void run_poll(Box& box, std::vector<std::string> fast_folders, bool full);
+    // One round of run_poll(): the Graph/store work; errors from Graph into `err`, the store's throw.
+    void poll_once(Box& box, const std::vector<std::string>& fast_folders, bool full,
+                   std::optional<SourceError>& err);
 
     StateStore& store_;
     BodyCache& cache_;

@@ -155,8 +155,11 @@ public:
     virtual void put_derived(const std::string& mailbox, const std::string& graph_id, const Derived& d) = 0;
 };
 
-// SQLite under `path` (created if missing, WAL mode). Throws std::runtime_error with a one-line reason
-// when the file cannot be opened or is not a graphbridge state database.
-std::unique_ptr<StateStore> open_sqlite_store(const std::string& path);
+// SQLite under `path` (created if missing, WAL mode, checked with PRAGMA quick_check). A corrupt file
+// (or one that is not a database) is renamed to `path.corrupt-<unix time>` (its -wal/-shm too), its name
+// put in *moved_aside, and an empty store returned whose UIDVALIDITYs are all new: the sync rebuilds it
+// from Graph. Throws std::runtime_error with a one-line reason when the file is locked by another
+// process, cannot be opened, or was made by another schema version.
+std::unique_ptr<StateStore> open_sqlite_store(const std::string& path, std::string* moved_aside = nullptr);
 
 }  // namespace gb::sync
