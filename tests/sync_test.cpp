@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "auth/keystore.h"
@@ -382,8 +383,13 @@ struct FakeSource : MailSource {
     std::map<std::string, std::vector<DeltaPage>> rounds;
     std::map<std::string, int> calls;
     bool lose_token_once = false;
-    SourceResult<std::vector<RemoteFolder>> folders(const std::string&) override { return tree; }
+    std::mutex mu;  // a test changing `rounds` while MailService's pollers run holds it
+    SourceResult<std::vector<RemoteFolder>> folders(const std::string&) override {
+        std::lock_guard g(mu);
+        return tree;
+    }
     SourceResult<DeltaPage> delta(const std::string&, const std::string& folder_id, const std::string& link) override {
+        std::lock_guard g(mu);
         ++calls[folder_id];
         if (lose_token_once && !link.empty() && link.rfind("delta", 0) == 0) {
             lose_token_once = false;
@@ -735,7 +741,10 @@ TEST(MailService, WatchedMailboxesArePolledAndIdleFoldersFaster) {
     int after_watch = src.delta_calls.load();
     EXPECT_EQ(after_watch, before + 2);  // and not again: the interval is a minute
     svc.set_fast(w, true);  // IDLE: F1 every 300 ms
-    src.rounds["F1"] = {page({msg("new", 5)}, "", "d2")};
+    {
+        std::lock_guard g(src.mu);  // the pollers run
+        src.rounds["F1"] = {page({msg("new", 5)}, "", "d2")};
+    }
     for (int i = 0; i < 50 && notified.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     EXPECT_EQ(notified.load(), 1);
     auto t0 = std::chrono::steady_clock::now();
