@@ -18,7 +18,7 @@ flags="-fsanitize=thread -fno-omit-frame-pointer -g -O1 -Wno-tsan"
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Debug -DGB_WERROR=ON -DGB_BUILD_TESTS=ON \
   -DGB_BUILD_BENCH=OFF -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
-cmake --build "$build" -j "$(nproc)" --target "${tests[@]}" graphbridge
+cmake --build "$build" -j "$(nproc)" --target "${tests[@]}"
 # second_deadlock_stack: both stacks of a lock-order inversion; halt_on_error: the first report fails.
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:history_size=4}
 # GLib is not built with TSan: its slice allocator hands memory between threads in ways TSan cannot
