@@ -1,13 +1,14 @@
 // Fuzz target: Graph and identity-platform response handling (graph/api errors: error bodies,
-// classification, Retry-After) and Graph's timestamps (proxy/sync parse_graph_time). The delta and
-// folder JSON of proxy/sync/graph_source.cpp is parsed inside GraphSource, which talks to Graph only
-// through the concrete libcurl client, so it is not reachable here without a network.
+// classification, Retry-After), Graph's timestamps (proxy/sync parse_graph_time) and the delta pages
+// the IMAP sync reads (proxy/sync parse_delta_page: messages, flags, categories, removals, links). The
+// folder tree JSON is parsed inside GraphSource::folders between requests, not reachable here.
 //
-// Input: [status byte] body. The body is parsed as a token error and a Graph error; the first line
-// is also a Retry-After value and a Graph timestamp.
+// Input: [status byte] body. The body is parsed as a token error, a Graph error and a delta page; the
+// first line is also a Retry-After value and a Graph timestamp.
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <variant>
 
 #include "fuzz/fuzz_util.h"
 #include "graph/api/errors.h"
@@ -37,5 +38,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     (void)gb::graph::parse_retry_after(body, 1796000000);
     (void)gb::sync::parse_graph_time(first);
     (void)gb::sync::parse_graph_time(body);
+
+    auto page = gb::sync::parse_delta_page(body);
+    if (auto* p = std::get_if<gb::sync::DeltaPage>(&page)) {
+        // What MailboxSync relies on: exactly one link, ids present.
+        if (p->next_link.empty() == p->delta_link.empty()) __builtin_trap();
+        for (const auto& m : p->items)
+            if (m.graph_id.empty()) __builtin_trap();
+    }
     return 0;
 }

@@ -242,8 +242,12 @@ SourceResult<DeltaPage> GraphSource::delta(const std::string& mailbox, const std
     }
     auto r = get(url);
     if (r.response.status != 200) return error_of(r);
+    return parse_delta_page(r.response.body);
+}
+
+SourceResult<DeltaPage> parse_delta_page(std::string_view body) {
     rapidjson::Document d;
-    d.Parse(r.response.body.data(), r.response.body.size());
+    d.Parse(body.data(), body.size());
     if (d.HasParseError() || !d.IsObject() || !d.HasMember("value") || !d["value"].IsArray())
         return SourceError{SourceError::Kind::Transient, "malformed delta response", {}};
     DeltaPage page;

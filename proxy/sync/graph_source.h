@@ -74,6 +74,10 @@ private:
     long timeout_ms_ = 120000;
 };
 
+// One page of a messages/delta response: the items (removals included), exactly one of nextLink and
+// deltaLink; a Transient error for anything else. (GraphSource::delta's parser, exposed for the fuzzer.)
+SourceResult<DeltaPage> parse_delta_page(std::string_view body);
+
 // "2026-11-29T07:00:00Z" (with optional fraction and offset) -> unix seconds; nullopt if malformed.
 std::optional<std::int64_t> parse_graph_time(std::string_view text);
 
