@@ -9,7 +9,8 @@ name the same messages under the same UIDVALIDITY.
 Usage: faults.py GRAPHBRIDGE_BINARY SCENARIO
 Scenarios:
   graph_faults   slow responses past [graph] timeout, a token that expires in flight (revoked), delta
-                 tokens expired, a 429 storm on the sync, with SMTP and IMAP in use
+                 tokens expired, a 429 storm, 503/504 bursts and connection resets (before and after the
+                 request was carried out), on deliveries and on the sync, with SMTP and IMAP in use
   token_outage   the token endpoint down for GB_OUTAGE_S seconds (default 120) with the cached token
                  revoked: mail is accepted and waits, IMAP serves what it has, nothing is lost
   disk_full      the state directory on a small tmpfs (root only; exit 77 = skipped otherwise): a DATA
@@ -206,6 +207,26 @@ def scenario_graph_faults(t):
     check(all(n == 1 for n in counts.values()), "6 messages through a 429 storm: each exactly once")
     check(wait_view(t, m, storm + ["during storm"], 60), "IMAP catches up after the storm")
     all_acked += storm
+
+    # 5. 503 and 504 bursts and connections reset mid-request, on deliveries and on the sync. A reset
+    # after the request was carried out (a lost response) may duplicate that one delivery, nothing else.
+    for suffix in ("/sendMail", "/delta"):
+        t.admin("/sandbox/faults", {"target": "graph", "kind": "status", "status": 503, "count": 3,
+                                    "path_suffix": suffix})
+        t.admin("/sandbox/faults", {"target": "graph", "kind": "status", "status": 504, "count": 2,
+                                    "path_suffix": suffix})
+        t.admin("/sandbox/faults", {"target": "graph", "kind": "reset", "count": 2, "path_suffix": suffix})
+    t.admin("/sandbox/faults", {"target": "graph", "kind": "reset", "count": 1, "after": True,
+                                "path_suffix": "/sendMail"})
+    burst = ["5xx %02d %s" % (i, uuid.uuid4().hex[:8]) for i in range(8)]
+    acked = send(t, burst)
+    ims.file_message(t, BOB, "during 5xx")
+    counts = wait_delivered(t, burst, 120)
+    check(all(n >= 1 for n in counts.values()) and sum(counts.values()) - len(burst) <= 1,
+          "8 messages through 503s, 504s and resets: all delivered, at most the one whose response was lost "
+          "twice (%d extra)" % (sum(counts.values()) - len(burst)))
+    check(wait_view(t, m, burst + ["during 5xx"], 60), "IMAP catches up after the 5xx burst and resets")
+    all_acked += burst
 
     imap_view_consistent(t, m, before, validity, "after all Graph faults")
     missing = [s for s, n in inbox_counts(t, all_acked).items() if n == 0]
