@@ -2,6 +2,7 @@
 // back off, per-mailbox concurrency stays at 4, permanent failures and the queue lifetime bounce.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -146,6 +147,52 @@ TEST(QueueRunner, TransientFailuresRetryAfterRetryAfterThenDeliver) {
     EXPECT_EQ(sender.calls.load(), 3);
     EXPECT_EQ(store.delivered_ids, std::vector<std::string>{"Q1"});
     EXPECT_EQ(store.reads["Q1"], 3);  // every attempt re-reads the spool
+}
+
+TEST(QueueRunner, AfterAnOutageTheFirstSuccessEndsTheOthersBackoff) {
+    FakeStore store;
+    FakeSender sender;
+    std::atomic<std::int64_t> clock{1'000'000};
+    std::atomic<bool> up{false};
+    // Down: no HTTP answer at all (the token endpoint or the network). Message-specific 500s stay put.
+    sender.script = [&](const mail::Prepared& p) {
+        if (p.mime.find("Subject: poison") != std::string::npos) return result(mail::Outcome::Transient, 500);
+        return up ? result(mail::Outcome::Delivered) : result(mail::Outcome::Transient, 0);
+    };
+    RunnerOptions o;
+    o.workers = 2;
+    o.backoff_initial = std::chrono::seconds(3600);  // long backoffs, as after hours of outage
+    Runner runner(store, {{"a", &sender}}, o, [&] { return clock.load(); });
+    for (const char* id : {"Q1", "Q2", "Q3"}) {
+        store.bodies[id] = kBody;
+        runner.enqueue(msg(id, "alice@sandbox.test", clock.load()));
+    }
+    store.bodies["P"] = "From: a@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: poison\r\n\r\nx\r\n";
+    runner.enqueue(msg("P", "alice@sandbox.test", clock.load()));
+    runner.start();
+    for (int i = 0; i < 500 && sender.calls.load() < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ASSERT_EQ(sender.calls.load(), 4);
+    {
+        std::lock_guard lock(store.mutex);
+        for (const char* id : {"Q1", "Q2", "Q3", "P"}) EXPECT_GE(store.next[id] - clock.load(), 1800) << id;
+    }
+    // The app is back: one new message goes through, and the three waiting ones follow at once.
+    up = true;
+    store.bodies["Q4"] = kBody;
+    runner.enqueue(msg("Q4", "alice@sandbox.test", clock.load()));
+    for (int i = 0; i < 500; ++i) {
+        {
+            std::lock_guard lock(store.mutex);
+            if (store.delivered_ids.size() == 4) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    std::lock_guard lock(store.mutex);
+    EXPECT_EQ(store.delivered_ids.size(), 4u) << "without the release they would wait an hour";
+    EXPECT_EQ(std::count(store.delivered_ids.begin(), store.delivered_ids.end(), "P"), 0)
+        << "a message that failed for its own reasons keeps its backoff";
+    EXPECT_EQ(sender.calls.load(), 8);  // Q1-Q3 and P once each while down, then Q4, Q1-Q3; P not again
 }
 
 TEST(QueueRunner, RetryAfterHoldsTheWholeMailboxButNotOthers) {

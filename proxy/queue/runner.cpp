@@ -65,6 +65,28 @@ Runner::RetryResult Runner::retry_now(const std::string& id) {
     return RetryResult::Unknown;
 }
 
+std::size_t Runner::release_waiting(const std::string& app) {
+    std::lock_guard lock(mutex_);
+    std::int64_t t = now();
+    std::size_t n = 0;
+    for (auto& [mailbox, queue] : due_) {
+        for (auto it = queue.begin(); it != queue.end();) {
+            if (it->first > t && it->second.waiting_for_app && it->second.envelope.identity.app == app) {
+                QueuedMessage m = std::move(it->second);
+                it = queue.erase(it);
+                m.next_attempt = t;
+                m.waiting_for_app = false;
+                queue.emplace(t, std::move(m));
+                ++n;
+            } else {
+                ++it;
+            }
+        }
+    }
+    if (n) changed_.notify_all();
+    return n;
+}
+
 RunnerStats Runner::stats() const {
     std::lock_guard lock(mutex_);
     RunnerStats s = stats_;
@@ -213,9 +235,15 @@ void Runner::attempt(QueuedMessage& m) {
     if (r.delivered()) {
         store_.delivered(m.id);
         count(&RunnerStats::delivered);
+        if (std::size_t n = release_waiting(env.identity.app))
+            log::Logger::instance().write(log::Level::Info, "queue", &ctx, "app reachable again: retrying now",
+                                          {{"app", env.identity.app}, {"messages", static_cast<std::uint64_t>(n)}});
         return;
     }
     if (r.outcome == mail::Outcome::Transient && !expired) {
+        // No HTTP answer (token endpoint down, network, timeout) or the token refused: the app's trouble,
+        // not this message's. After a long outage the backoffs are long; the first success ends them.
+        m.waiting_for_app = !r.retry_after && (r.http_status == 0 || r.http_status == 401);
         if (r.retry_after && (r.http_status == 429 || r.http_status == 503)) {
             // The throttle is per app and mailbox: hold every message of this mailbox, not just this one.
             std::lock_guard lock(mutex_);

@@ -38,6 +38,9 @@ struct QueuedMessage {
     smtp::Envelope envelope;
     int attempts = 0;
     std::int64_t next_attempt = 0;  // unix seconds
+    // The last attempt failed for the whole app, not for this message (no token, Graph unreachable):
+    // once a delivery of the same app succeeds, it is due again at once instead of after its backoff.
+    bool waiting_for_app = false;
 };
 
 // Thrown by QueueStore::read_body when the entry no longer exists (e.g. `graphbridge queue delete`):
@@ -95,6 +98,9 @@ public:
     enum class RetryResult { Rescheduled, InFlight, Unknown };
     RetryResult retry_now(const std::string& id);
     RunnerStats stats() const;
+    // Makes every message of `app` that waits only because the app was unreachable due now (called
+    // after a delivery of that app succeeded). Returns how many.
+    std::size_t release_waiting(const std::string& app);
     // Blocks until nothing is queued or in flight, or the timeout passes; true when idle (tests).
     bool wait_idle(std::chrono::milliseconds timeout);
 
