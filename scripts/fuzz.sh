@@ -3,7 +3,7 @@
 #
 #   scripts/fuzz.sh [--no-build | --build-only] [SECONDS_PER_TARGET] [TARGET...]
 #
-# SECONDS_PER_TARGET defaults to 30; TARGET defaults to all (smtp_engine imap_parser imap_session pop3_engine mime
+# SECONDS_PER_TARGET defaults to 30; TARGET defaults to all (smtp_engine imap_parser imap_session proxy_protocol pop3_engine mime
 # keystore config graph_json). Builds build-fuzz/ with clang, -DGB_FUZZ=ON and the libraries compiled
 # with -fsanitize=fuzzer-no-link,address,undefined, then runs each fuzz_<target> one after the other
 # on a scratch copy of fuzz/corpus/<target>/ (new inputs never land in the repository) with
@@ -22,7 +22,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-all_targets=(smtp_engine imap_parser imap_session pop3_engine mime keystore config graph_json)
+all_targets=(smtp_engine imap_parser imap_session proxy_protocol pop3_engine mime keystore config graph_json)
 
 do_build=1
 do_run=1
