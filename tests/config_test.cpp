@@ -262,6 +262,38 @@ TEST_F(ConfigTest, GraphTimeout) {
     }
 }
 
+TEST_F(ConfigTest, ProxyProtocolListenersNeedTrustedSources) {
+    std::string text = kValid;
+    text.insert(text.find("[log]"), "[imap]\nlisten = [\"127.0.0.1:1143\", \"0.0.0.0:2143\"]\n"
+                                    "proxy_protocol = [\"0.0.0.0:2143\"]\nproxy_trusted = [\"10.0.0.5/32\", \"fd00::/8\"]\n\n");
+    Config c = load(write(text));
+    ASSERT_EQ(c.imap.proxy_protocol.size(), 1u);
+    EXPECT_EQ(c.imap.proxy_protocol[0].to_string(), "0.0.0.0:2143");
+    ASSERT_EQ(c.imap.proxy_trusted.size(), 2u);
+    EXPECT_TRUE(c.imap.proxy_trusted[0].contains("10.0.0.5"));
+    EXPECT_FALSE(c.imap.proxy_trusted[0].contains("10.0.0.6"));
+    EXPECT_TRUE(c.smtp.proxy_protocol.empty());  // opt-in per listener
+
+    auto one = [&](const std::string& section) {
+        std::string t = kValid;
+        t.insert(t.find("[log]"), section);
+        auto p = problems(t);
+        std::string all;
+        for (const auto& x : p) all += x.to_string() + "\n";
+        return all;
+    };
+    EXPECT_NE(one("[pop3]\nproxy_protocol = [\"0.0.0.0:2110\"]\nproxy_trusted = [\"10.0.0.5/32\"]\n\n")
+                  .find("pop3.proxy_protocol: 0.0.0.0:2110 is not one of this section's listen"),
+              std::string::npos);
+    EXPECT_NE(one("[imap]\nlisten = [\"0.0.0.0:2143\"]\nproxy_protocol = [\"0.0.0.0:2143\"]\n\n")
+                  .find("imap.proxy_trusted: required with proxy_protocol"),
+              std::string::npos);
+    EXPECT_NE(one("[imap]\nlisten = [\"0.0.0.0:2143\"]\nproxy_protocol = [\"0.0.0.0:2143\"]\n"
+                  "proxy_trusted = [\"balancer\"]\n\n")
+                  .find("imap.proxy_trusted: 'balancer' is not a network"),
+              std::string::npos);
+}
+
 TEST_F(ConfigTest, ImapTrashExpunge) {
     EXPECT_EQ(load(write(kValid)).imap.trash_expunge, "permanent");
     std::string text = kValid;

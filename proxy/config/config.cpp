@@ -343,6 +343,27 @@ void read_listeners(Section& s, std::string_view key, std::vector<ListenAddress>
     }
 }
 
+// proxy_protocol (listen addresses of this section) and proxy_trusted (networks): read after listen and
+// tls_listen, which they are checked against.
+void read_proxy(Section& s, ListenerSet& set) {
+    read_listeners(s, "proxy_protocol", set.proxy_protocol);
+    if (auto list = s.strings("proxy_trusted", false)) {
+        for (const auto& text : *list) {
+            if (auto n = parse_network(text)) set.proxy_trusted.push_back(*n);
+            else s.problem("proxy_trusted", "'" + text + "' is not a network (expected e.g. \"10.0.0.0/8\")");
+        }
+    }
+    for (const auto& a : set.proxy_protocol) {
+        auto same = [&](const ListenAddress& b) { return b.to_string() == a.to_string(); };
+        if (std::none_of(set.listen.begin(), set.listen.end(), same) &&
+            std::none_of(set.tls_listen.begin(), set.tls_listen.end(), same))
+            s.problem("proxy_protocol", a.to_string() + " is not one of this section's listen or tls_listen addresses");
+    }
+    if (!set.proxy_protocol.empty() && set.proxy_trusted.empty())
+        s.problem("proxy_trusted", "required with proxy_protocol: the load balancers' addresses (anyone else could "
+                                   "claim any client address)");
+}
+
 void read_app(const std::string& name, const toml::table& t, const std::string& file, std::vector<Problem>& problems,
               AppConfig& app) {
     Section s(t, "app." + name, file, problems);
@@ -570,6 +591,7 @@ Config load(const std::string& path) {
         Section s(*t, "smtp", path, problems);
         read_listeners(s, "listen", cfg.smtp.listen);
         read_listeners(s, "tls_listen", cfg.smtp.tls_listen);
+        read_proxy(s, cfg.smtp);
         if (const toml::node* n = s.get("max_message_size")) {
             std::optional<std::uint64_t> size;
             if (n->is_integer() && n->as_integer()->get() > 0) size = static_cast<std::uint64_t>(n->as_integer()->get());
@@ -631,6 +653,7 @@ Config load(const std::string& path) {
             Section s(*t, key, path, problems);
             read_listeners(s, "listen", set->listen);
             read_listeners(s, "tls_listen", set->tls_listen);
+            read_proxy(s, *set);
             if (set == &cfg.imap) {
                 auto ms = [&](const char* name, std::int64_t min_s, std::int64_t max_s, std::int64_t& out) {
                     const toml::node* n = s.get(name);

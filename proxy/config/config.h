@@ -93,6 +93,10 @@ struct RelayConfig {
 struct ListenerSet {
     std::vector<ListenAddress> listen;
     std::vector<ListenAddress> tls_listen;
+    // Listeners (among listen and tls_listen) behind a load balancer: each connection starts with a
+    // PROXY protocol v1/v2 header naming the real client, accepted only from `proxy_trusted` sources.
+    std::vector<ListenAddress> proxy_protocol;
+    std::vector<Network> proxy_trusted;
 };
 
 struct SmtpConfig : ListenerSet {

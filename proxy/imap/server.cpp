@@ -45,7 +45,7 @@ constexpr std::size_t kOutputHigh = 256 * 1024;  // stop producing while this mu
 
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
-    Connection(ImapServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id)
+    Connection(ImapServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id, std::string client_ip)
         : srv_(srv),
           strand_(socket.get_executor()),
           work_(asio::make_strand(srv.work)),
@@ -55,12 +55,12 @@ public:
           out_signal_(strand_),
           drained_signal_(strand_),
           deadline_(strand_) {
+        // The client as the listener saw it: the socket's peer, or the one a PROXY header named (then the
+        // balancer's own address must not make a remote client "loopback").
+        ip_ = std::move(client_ip);
         boost::system::error_code ec;
-        auto remote = socket_.remote_endpoint(ec);
-        if (!ec) {
-            ip_ = net::ip_text(remote.address());
-            loopback_ = net::is_loopback(remote.address());
-        }
+        auto address = boost::asio::ip::make_address(ip_, ec);
+        loopback_ = !ec && net::is_loopback(address);
         ctx_.conn_id = fmt::format("I{}", id);
     }
 
@@ -325,11 +325,13 @@ void ImapServer::start() {
     const auto& o = d.options;
     d.tls = d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version);
     net::AcceptOptions accept;
+    accept.proxy_protocol = o.proxy_protocol;
+    accept.proxy_trusted = o.proxy_trusted;
     accept.at_capacity = [&d] { return d.active.load() >= d.options.max_connections; };
     accept.refusal = "* BYE Too many connections, try again later\r\n";
-    auto spawn = [&d](tcp::socket socket, bool implicit, std::uint64_t id) {
+    auto spawn = [&d](tcp::socket socket, bool implicit, std::uint64_t id, std::string client_ip) {
         ++d.active;
-        net::spawn<Connection>(d, std::move(socket), implicit, id);
+        net::spawn<Connection>(d, std::move(socket), implicit, id, std::move(client_ip));
     };
     d.listeners.start(std::move(accept), spawn, o.io_threads);
 }

@@ -25,6 +25,8 @@ struct ServerOptions {
     std::string hostname = "localhost";
     std::vector<config::ListenAddress> listen;
     std::vector<config::ListenAddress> tls_listen;
+    std::vector<config::ListenAddress> proxy_protocol;  // listeners expecting a PROXY v1/v2 header first
+    std::vector<config::Network> proxy_trusted;        // the only sources allowed to send one
     std::string tls_cert_pem, tls_key_pem;  // "" = no TLS
     std::string tls_min_version = "1.2";
     std::size_t max_connections = 2000;

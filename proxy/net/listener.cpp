@@ -1,6 +1,8 @@
 #include "proxy/net/listener.h"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -8,6 +10,10 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <memory>
+
+#include "common/log.h"
+#include "protocol/proxy/proxy_protocol.h"
 
 namespace gb::net {
 
@@ -50,6 +56,7 @@ void Listeners::bind(const std::vector<config::ListenAddress>& addresses, bool i
         acc->listen(asio::socket_base::max_listen_connections);
         ports_.push_back(acc->local_endpoint().port());
         implicit_.push_back(implicit);
+        bound_.push_back(a.to_string());
         acceptors_.push_back(std::move(acc));
     }
 }
@@ -67,8 +74,11 @@ std::unique_ptr<asio::ssl::context> Listeners::open(const std::vector<config::Li
 void Listeners::start(AcceptOptions options, OnAccept on_accept, int threads) {
     options_ = std::move(options);
     on_accept_ = std::move(on_accept);
-    for (std::size_t i = 0; i < acceptors_.size(); ++i)
-        asio::co_spawn(io_, accept_loop(*acceptors_[i], implicit_[i]), asio::detached);
+    for (std::size_t i = 0; i < acceptors_.size(); ++i) {
+        bool proxy = std::any_of(options_.proxy_protocol.begin(), options_.proxy_protocol.end(),
+                                 [&](const config::ListenAddress& a) { return a.to_string() == bound_[i]; });
+        asio::co_spawn(io_, accept_loop(*acceptors_[i], implicit_[i], proxy), asio::detached);
+    }
     for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { io_.run(); });
 }
 
@@ -85,7 +95,7 @@ void Listeners::stop() {
     threads_.clear();
 }
 
-asio::awaitable<void> Listeners::accept_loop(tcp::acceptor& acceptor, bool implicit) {
+asio::awaitable<void> Listeners::accept_loop(tcp::acceptor& acceptor, bool implicit, bool proxy) {
     for (;;) {
         boost::system::error_code ec;
         auto strand = asio::make_strand(io_);
@@ -106,8 +116,77 @@ asio::awaitable<void> Listeners::accept_loop(tcp::acceptor& acceptor, bool impli
         }
         // Small replies must not wait for delayed ACKs (pipelining).
         if (options_.no_delay) socket.set_option(tcp::no_delay(true), ec);
-        on_accept_(std::move(socket), implicit, id);
+        if (proxy) {
+            auto strand_of_socket = socket.get_executor();
+            asio::co_spawn(strand_of_socket, proxy_handshake(std::move(socket), implicit, id), asio::detached);
+            continue;
+        }
+        auto peer = socket.remote_endpoint(ec);
+        on_accept_(std::move(socket), implicit, id, ec ? std::string() : ip_text(peer.address()));
     }
+}
+
+// The PROXY header: peeked (never reading past it: what follows may be a TLS ClientHello), checked,
+// then consumed. Everything runs on the connection's strand; the deadline timer closes the socket.
+asio::awaitable<void> Listeners::proxy_handshake(tcp::socket socket, bool implicit, std::uint64_t id) {
+    boost::system::error_code ec;
+    auto peer = socket.remote_endpoint(ec);
+    std::string peer_ip = ec ? std::string() : ip_text(peer.address());
+    auto reject = [&](const std::string& why) {
+        ++proxy_rejected_;
+        log::warn("net", "connection closed: PROXY protocol", {{"peer", peer_ip}, {"error", why}});
+        boost::system::error_code ignored;
+        socket.close(ignored);
+    };
+    if (peer_ip.empty() || std::none_of(options_.proxy_trusted.begin(), options_.proxy_trusted.end(),
+                                        [&](const config::Network& n) { return n.contains(peer_ip); })) {
+        reject("not from a trusted proxy (proxy_trusted)");
+        co_return;
+    }
+    auto done = std::make_shared<bool>(false);
+    asio::steady_timer deadline(socket.get_executor(), options_.proxy_timeout);
+    deadline.async_wait([done, &socket](const boost::system::error_code& e) {
+        if (e || *done) return;
+        boost::system::error_code ignored;
+        socket.cancel(ignored);
+        socket.close(ignored);
+    });
+    std::string buf(16 + protocol::proxy::kMaxV2Length, '\0');
+    protocol::proxy::Result r;
+    for (;;) {
+        std::size_t n = co_await socket.async_receive(asio::buffer(buf), tcp::socket::message_peek,
+                                                      asio::redirect_error(asio::use_awaitable, ec));
+        if (ec || n == 0) {
+            *done = true;
+            deadline.cancel();
+            reject(ec == asio::error::operation_aborted || !socket.is_open() ? "no header in time"
+                                                                            : "closed before the header");
+            co_return;
+        }
+        r = protocol::proxy::parse(std::string_view(buf.data(), n));
+        if (r.status != protocol::proxy::Status::NeedMore) break;
+        // Part of a header: the rest is on its way (proxies send it in one segment; this is rare).
+        asio::steady_timer pause(socket.get_executor(), std::chrono::milliseconds(20));
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        if (!socket.is_open()) {
+            reject("no header in time");
+            co_return;
+        }
+    }
+    if (r.status == protocol::proxy::Status::Invalid) {
+        *done = true;
+        deadline.cancel();
+        reject(r.error);
+        co_return;
+    }
+    co_await asio::async_read(socket, asio::buffer(buf.data(), r.consumed), asio::redirect_error(asio::use_awaitable, ec));
+    *done = true;
+    deadline.cancel();
+    if (ec) {
+        reject("closed during the header");
+        co_return;
+    }
+    on_accept_(std::move(socket), implicit, id, r.header.local ? peer_ip : r.header.source);
 }
 
 }  // namespace gb::net

@@ -17,6 +17,7 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,14 +47,21 @@ struct AcceptOptions {
     std::string refusal;                          // sent to a refused client before closing ("" = none)
     bool silent_refusal_on_implicit_tls = false;  // on implicit-TLS ports close without the refusal
     bool no_delay = true;                         // TCP_NODELAY on accepted sockets
+    // Bound addresses whose connections start with a PROXY protocol header (v1 or v2). Such a
+    // connection is closed unless it comes from `proxy_trusted` and sends a valid header within
+    // `proxy_timeout`; then the protocol sees the client the header names.
+    std::vector<config::ListenAddress> proxy_protocol;
+    std::vector<config::Network> proxy_trusted;
+    std::chrono::milliseconds proxy_timeout{5000};
 };
 
 // The listening sockets of one server and the threads running its io_context.
 class Listeners {
 public:
-    // An accepted connection (on its own strand), whether it came in on an implicit-TLS port, and its
-    // id (1, 2, ... counting refused connections too). Runs on a network thread; must not block.
-    using OnAccept = std::function<void(tcp::socket socket, bool implicit, std::uint64_t id)>;
+    // An accepted connection (on its own strand), whether it came in on an implicit-TLS port, its id (1,
+    // 2, ... counting refused connections too) and the client's address as policy and logs must see it
+    // (the socket's peer, or the client a PROXY header named). Runs on a network thread; must not block.
+    using OnAccept = std::function<void(tcp::socket socket, bool implicit, std::uint64_t id, std::string client_ip)>;
 
     Listeners() = default;
     ~Listeners();  // stop()
@@ -77,9 +85,11 @@ public:
     std::vector<std::uint16_t> ports() const { return ports_; }
     std::uint64_t connections() const { return connections_; }
     std::uint64_t refused() const { return refused_; }
+    std::uint64_t proxy_rejected() const { return proxy_rejected_; }  // untrusted, malformed or too slow
 
 private:
-    boost::asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit);
+    boost::asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit, bool proxy);
+    boost::asio::awaitable<void> proxy_handshake(tcp::socket socket, bool implicit, std::uint64_t id);
 
     boost::asio::io_context io_;
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
@@ -88,15 +98,16 @@ private:
     AcceptOptions options_;
     OnAccept on_accept_;
     std::vector<std::thread> threads_;
-    std::atomic<std::uint64_t> connections_{0}, refused_{0};
+    std::vector<std::string> bound_;  // "ip:port" as configured, per acceptor (PROXY listeners by address)
+    std::atomic<std::uint64_t> connections_{0}, refused_{0}, proxy_rejected_{0};
 };
 
-// For an OnAccept: std::make_shared<Connection>(server, socket, implicit, id)->run() on the socket's
+// For an OnAccept: std::make_shared<Connection>(server, socket, implicit, id, client_ip)->run() on the socket's
 // strand (run() is a coroutine that keeps its connection alive).
 template <class Connection, class Server>
-void spawn(Server& server, tcp::socket socket, bool implicit, std::uint64_t id) {
+void spawn(Server& server, tcp::socket socket, bool implicit, std::uint64_t id, std::string client_ip) {
     auto strand = socket.get_executor();
-    auto conn = std::make_shared<Connection>(server, std::move(socket), implicit, id);
+    auto conn = std::make_shared<Connection>(server, std::move(socket), implicit, id, std::move(client_ip));
     boost::asio::co_spawn(strand, [conn]() { return conn->run(); }, boost::asio::detached);
 }
 

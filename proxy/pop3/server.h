@@ -68,6 +68,8 @@ struct ServerOptions {
     std::string hostname = "localhost";             // in the greeting
     std::vector<config::ListenAddress> listen;      // plain, STLS offered when TLS is configured
     std::vector<config::ListenAddress> tls_listen;  // implicit TLS (POP3S)
+    std::vector<config::ListenAddress> proxy_protocol;  // listeners expecting a PROXY v1/v2 header first
+    std::vector<config::Network> proxy_trusted;        // the only sources allowed to send one
     std::string tls_cert_pem;                       // chain, PEM ("" = no TLS: no STLS, no tls_listen)
     std::string tls_key_pem;
     std::string tls_min_version = "1.2";

@@ -300,6 +300,8 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     o.hostname = host_name();
     o.listen = cfg.smtp.listen;
     o.tls_listen = cfg.smtp.tls_listen;
+    o.proxy_protocol = cfg.smtp.proxy_protocol;
+    o.proxy_trusted = cfg.smtp.proxy_trusted;
     o.tls_cert_pem = d.tls.cert_chain_pem;
     o.tls_key_pem = d.tls.key_pem;
     o.tls_min_version = cfg.tls.min_version;
@@ -341,6 +343,8 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         po.hostname = host_name();
         po.listen = cfg.pop3.listen;
         po.tls_listen = cfg.pop3.tls_listen;
+        po.proxy_protocol = cfg.pop3.proxy_protocol;
+        po.proxy_trusted = cfg.pop3.proxy_trusted;
         po.tls_cert_pem = d.tls.cert_chain_pem;
         po.tls_key_pem = d.tls.key_pem;
         po.tls_min_version = cfg.tls.min_version;
@@ -352,6 +356,8 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         io.hostname = host_name();
         io.listen = cfg.imap.listen;
         io.tls_listen = cfg.imap.tls_listen;
+        io.proxy_protocol = cfg.imap.proxy_protocol;
+        io.proxy_trusted = cfg.imap.proxy_trusted;
         io.tls_cert_pem = d.tls.cert_chain_pem;
         io.tls_key_pem = d.tls.key_pem;
         io.tls_min_version = cfg.tls.min_version;

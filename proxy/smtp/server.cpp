@@ -54,19 +54,19 @@ std::int64_t unix_now() {
 // same strand; asynchronous answers come back through post() + the wake timer.
 class Connection : public std::enable_shared_from_this<Connection>, public proto::SmtpBackend {
 public:
-    Connection(SmtpServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id)
+    Connection(SmtpServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id, std::string client_ip)
         : srv_(srv),
           executor_(socket.get_executor()),
           socket_(std::move(socket)),
           implicit_tls_(implicit_tls),
           wake_(executor_),
           deadline_(executor_) {
+        // The client as the listener saw it: the socket's peer, or the one a PROXY header named (then the
+        // balancer's own address must not make a remote client "loopback").
+        ip_ = std::move(client_ip);
         boost::system::error_code ec;
-        auto remote = socket_.remote_endpoint(ec);
-        if (!ec) {
-            ip_ = net::ip_text(remote.address());
-            loopback_ = net::is_loopback(remote.address());
-        }
+        auto address = boost::asio::ip::make_address(ip_, ec);
+        loopback_ = !ec && net::is_loopback(address);
         ctx_.conn_id = fmt::format("S{}", id);
     }
 
@@ -353,11 +353,13 @@ void SmtpServer::start() {
     const auto& o = d.options;
     d.tls = d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version);
     net::AcceptOptions accept;
+    accept.proxy_protocol = o.proxy_protocol;
+    accept.proxy_trusted = o.proxy_trusted;
     accept.at_capacity = [&d] { return d.active.load() >= d.options.max_connections; };
     accept.refusal = "421 4.3.2 " + o.hostname + " Too many connections, try again later\r\n";
-    auto spawn = [&d](tcp::socket socket, bool implicit, std::uint64_t id) {
+    auto spawn = [&d](tcp::socket socket, bool implicit, std::uint64_t id, std::string client_ip) {
         ++d.active;
-        net::spawn<Connection>(d, std::move(socket), implicit, id);
+        net::spawn<Connection>(d, std::move(socket), implicit, id, std::move(client_ip));
     };
     d.listeners.start(std::move(accept), spawn, o.threads);
 }
