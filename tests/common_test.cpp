@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <sstream>
 
+#include "common/metrics.h"
 #include "common/log.h"
 #include "common/secret.h"
 
@@ -93,4 +96,55 @@ TEST(Text, UrlEncodeAndDates) {
     EXPECT_EQ(gb::utc_time(1'700'000'000), "2023-11-14 22:13:20Z");
     EXPECT_EQ(gb::rfc5322_date(1'700'000'000), "Tue, 14 Nov 2023 22:13:20 +0000");
     EXPECT_EQ(gb::rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+}
+
+// ---- metrics (Prometheus text format) -------------------------------------------------------------------
+
+
+TEST(Metrics, RendersFamiliesWithHelpTypeAndEscapedLabels) {
+    gb::metrics::Registry r;
+    auto& requests = r.counter("graphbridge_graph_requests_total", "Graph requests by route and status.",
+                               {"route", "status"});
+    requests.child({"/users/{id}/sendMail", "202"}).inc(3);
+    requests.child({"/users/{id}/sendMail", "429"}).inc();
+    auto& depth = r.gauge("graphbridge_queue_depth", "Messages waiting in the spool.");
+    depth.child().set(7);
+    r.family("graphbridge_sessions", "Open sessions by protocol.", gb::metrics::Type::Gauge);
+    r.collector([](gb::metrics::Sink& s) {
+        s.sample("graphbridge_sessions", {{"protocol", "imap"}}, 2);
+        s.sample("graphbridge_sessions", {{"protocol", "we\"ird\\\n"}}, 0.5);
+    });
+    std::string text = r.render();
+    EXPECT_EQ(text,
+              "# HELP graphbridge_graph_requests_total Graph requests by route and status.\n"
+              "# TYPE graphbridge_graph_requests_total counter\n"
+              "graphbridge_graph_requests_total{route=\"/users/{id}/sendMail\",status=\"202\"} 3\n"
+              "graphbridge_graph_requests_total{route=\"/users/{id}/sendMail\",status=\"429\"} 1\n"
+              "# HELP graphbridge_queue_depth Messages waiting in the spool.\n"
+              "# TYPE graphbridge_queue_depth gauge\n"
+              "graphbridge_queue_depth 7\n"
+              "# HELP graphbridge_sessions Open sessions by protocol.\n"
+              "# TYPE graphbridge_sessions gauge\n"
+              "graphbridge_sessions{protocol=\"imap\"} 2\n"
+              "graphbridge_sessions{protocol=\"we\\\"ird\\\\\\n\"} 0.5\n");
+}
+
+TEST(Metrics, NamesAreCheckedAtRegistrationAndCountersAreExactUnderContention) {
+    gb::metrics::Registry r;
+    EXPECT_THROW(r.counter("bad name", "x"), std::invalid_argument);
+    EXPECT_THROW(r.counter("ok_total", "x", {"__reserved"}), std::invalid_argument);
+    EXPECT_THROW(r.counter("9lives", "x"), std::invalid_argument);
+    auto& c = r.counter("ok_total", "x", {"k"});
+    EXPECT_THROW(r.gauge("ok_total", "again"), std::invalid_argument);
+    EXPECT_THROW(c.child({"a", "b"}), std::invalid_argument);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 8; ++t)
+        threads.emplace_back([&c, t] {
+            for (int i = 0; i < 100000; ++i) c.child({t % 2 ? "odd" : "even"}).inc();
+        });
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(c.child({"odd"}).value() + c.child({"even"}).value(), 800000u);
+    EXPECT_NE(r.render().find("ok_total{k=\"odd\"} 400000\n"), std::string::npos);
+    EXPECT_EQ(gb::metrics::format_value(0.25), "0.25");
+    EXPECT_EQ(gb::metrics::format_value(1.0 / 0.0), "+Inf");
 }
