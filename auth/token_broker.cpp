@@ -112,6 +112,17 @@ std::uint64_t TokenBroker::requests_sent() const {
     return requests_;
 }
 
+TokenBroker::Status TokenBroker::status() const {
+    std::lock_guard lock(mutex_);
+    Status s;
+    s.requests = requests_;
+    s.failures = total_failures_;
+    s.token_usable = usable(now_ms());
+    if (!s.token_usable && last_failure_)
+        s.last_error = last_failure_->explanation.empty() ? last_failure_->error : last_failure_->explanation;
+    return s;
+}
+
 bool TokenBroker::usable(std::int64_t now) const {
     if (!token_) return false;
     std::int64_t lifetime = token_->expires_at - token_->obtained_at;
@@ -208,6 +219,7 @@ TokenResult TokenBroker::fetch_locked(std::unique_lock<std::mutex>& lock) {
         f.transient = response.status == 0 || response.status == 429 || response.status >= 500;
         f.explanation = explain_token_error(config_, f.status, f.error, f.codes);
         ++failures_;
+        ++total_failures_;
         std::int64_t delay = std::min<std::int64_t>(timing_.backoff_max_ms,
                                                     timing_.backoff_initial_ms << std::min(failures_ - 1, 20));
         static thread_local std::mt19937_64 rng{std::random_device{}()};

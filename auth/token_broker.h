@@ -105,6 +105,14 @@ public:
 
     // Token requests actually sent to the endpoint.
     std::uint64_t requests_sent() const;
+    // For metrics and readiness; never blocks on the network.
+    struct Status {
+        std::uint64_t requests = 0;   // sent to the endpoint
+        std::uint64_t failures = 0;   // of those, failed (transport, 4xx/5xx, unusable answer)
+        bool token_usable = false;    // a token is cached and not near expiry
+        std::string last_error;       // the last failure's explanation while no usable token ("" = none)
+    };
+    Status status() const;
     // Roles of the most recent token obtained (kept after it expires); nullopt before the first one.
     // Never blocks on the network.
     std::optional<std::vector<std::string>> known_roles() const;
@@ -131,7 +139,8 @@ private:
     std::optional<std::vector<std::string>> last_roles_;
     std::optional<TokenFailure> last_failure_;
     bool in_flight_ = false;
-    int failures_ = 0;
+    int failures_ = 0;              // consecutive (backoff)
+    std::uint64_t total_failures_ = 0;
     std::int64_t next_attempt_ms_ = 0;
     std::uint64_t requests_ = 0;
     bool stopping_ = false;

@@ -278,6 +278,8 @@ int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
         if (!iports.empty())
             out << fmt::format("  curl --user '{}:{}' imap://127.0.0.1:{}/INBOX   (lists the Inbox over IMAP)\n",
                                alice.login, alice.password, iports[0]);
+        out << fmt::format("  curl http://127.0.0.1:{}/metrics   (Prometheus metrics; also /healthz and /readyz)\n",
+                           bridge->admin_port());
     }
     out << "Press Ctrl-C to stop.\n" << std::flush;
 

@@ -92,6 +92,12 @@ RunnerStats Runner::stats() const {
     RunnerStats s = stats_;
     s.queued = queued_;
     s.in_flight = in_flight_;
+    for (const auto& [mailbox, queue] : due_)
+        for (const auto& [at, m] : queue)
+            if (m.envelope.received_at > 0 && (s.oldest_received == 0 || m.envelope.received_at < s.oldest_received))
+                s.oldest_received = m.envelope.received_at;
+    for (const auto& [id, received] : in_flight_received_)
+        if (received > 0 && (s.oldest_received == 0 || received < s.oldest_received)) s.oldest_received = received;
     return s;
 }
 
@@ -128,6 +134,7 @@ void Runner::worker() {
         ++in_flight_per_mailbox_[mailbox];
         ++in_flight_;
         in_flight_ids_.insert(id);
+        in_flight_received_[id] = m.envelope.received_at;
         ++stats_.attempts;
         lock.unlock();
         attempt(m);
@@ -135,6 +142,7 @@ void Runner::worker() {
         if (--in_flight_per_mailbox_[mailbox] == 0) in_flight_per_mailbox_.erase(mailbox);
         --in_flight_;
         in_flight_ids_.erase(id);
+        in_flight_received_.erase(id);
         changed_.notify_all();
     }
 }

@@ -80,6 +80,7 @@ struct RunnerOptions {
 struct RunnerStats {
     std::uint64_t delivered = 0, deferred = 0, bounced = 0, attempts = 0;
     std::size_t queued = 0, in_flight = 0;
+    std::int64_t oldest_received = 0;  // unix seconds of the oldest message queued or in flight (0 = none)
 };
 
 class Runner {
@@ -123,6 +124,7 @@ private:
     std::map<std::string, int> in_flight_per_mailbox_;
     std::map<std::string, std::int64_t> paused_until_;  // mailbox -> unix seconds (Graph said Retry-After)
     std::set<std::string> in_flight_ids_;
+    std::map<std::string, std::int64_t> in_flight_received_;  // id -> received_at, for the oldest age
     std::size_t in_flight_ = 0;
     bool stopping_ = false;
     RunnerStats stats_;

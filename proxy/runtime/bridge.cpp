@@ -1,5 +1,11 @@
 #include "proxy/runtime/bridge.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -24,6 +30,8 @@
 #include "proxy/pop3/server.h"
 #include "proxy/runtime/maildrop.h"
 #include "proxy/spool/spool.h"
+#include "proxy/admin/admin_server.h"
+#include "common/metrics.h"
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mail_service.h"
 #include "proxy/sync/sent_registry.h"
@@ -174,6 +182,7 @@ public:
                                                 "Mail.ReadWrite permission needed for mail over {} bytes",
                                                 limit)};
     }
+    auth::TokenBroker::Status token_status() const { return broker_->status(); }
     // Gets the first token in the background (so size_cap() and problems are known early).
     void warm_up() { (void)broker_->get(); }
     mail::DeliveryResult store_in_inbox(const std::string& mailbox, const std::string& mime) override {
@@ -220,6 +229,13 @@ struct Bridge::Impl {
     std::unique_ptr<imap::ImapServer> imap;
     std::unique_ptr<GraphMaildrop> maildrop;
     std::unique_ptr<pop3::Pop3Server> pop3;
+
+    // /metrics, /healthz, /readyz ([admin] listen).
+    metrics::Registry registry;
+    std::unique_ptr<admin::AdminServer> admin;
+
+    void register_metrics();
+    std::string spool_unwritable() const;
 
     // Background chores: first tokens, and `graphbridge queue retry` notices from the CLI.
     std::thread chores;
@@ -371,9 +387,122 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     }
 }
 
+// Every family the admin endpoint serves; values read at scrape time from the components' own
+// counters, so nothing on the mail path pays for metrics it does not already keep.
+void Bridge::Impl::register_metrics() {
+    using metrics::Sink;
+    using metrics::Type;
+    registry.family("graphbridge_messages_accepted_total", "Messages answered 250 over SMTP (on disk).", Type::Counter);
+    registry.family("graphbridge_messages_delivered_total", "Messages Graph accepted for delivery.", Type::Counter);
+    registry.family("graphbridge_messages_deferred_total", "Delivery attempts that failed temporarily.", Type::Counter);
+    registry.family("graphbridge_messages_bounced_total", "Messages bounced to the sender (permanent failure or "
+                                                          "queue lifetime).", Type::Counter);
+    registry.family("graphbridge_delivery_attempts_total", "Delivery attempts.", Type::Counter);
+    registry.family("graphbridge_queue_depth", "Messages in the spool not yet delivered (waiting or in flight).",
+                    Type::Gauge);
+    registry.family("graphbridge_queue_in_flight", "Deliveries in progress.", Type::Gauge);
+    registry.family("graphbridge_queue_oldest_age_seconds", "Age of the oldest message in the queue (0 when empty).",
+                    Type::Gauge);
+    registry.family("graphbridge_sessions", "Open client sessions by protocol.", Type::Gauge);
+    registry.family("graphbridge_connections_total", "Connections accepted by protocol.", Type::Counter);
+    registry.family("graphbridge_connections_refused_total", "Connections refused at the connection cap.",
+                    Type::Counter);
+    registry.family("graphbridge_auth_failures_total", "Failed logins by protocol.", Type::Counter);
+    registry.family("graphbridge_token_requests_total", "Token requests sent to the identity platform, by app.",
+                    Type::Counter);
+    registry.family("graphbridge_token_failures_total", "Token requests that failed, by app.", Type::Counter);
+    registry.family("graphbridge_token_usable", "1 when the app holds a usable access token.", Type::Gauge);
+    registry.family("graphbridge_imap_cache_hits_total", "Message bodies served from the disk cache.", Type::Counter);
+    registry.family("graphbridge_imap_cache_misses_total", "Message bodies downloaded from Graph.", Type::Counter);
+    registry.family("graphbridge_imap_cache_bytes", "Bytes in the body cache.", Type::Gauge);
+    registry.family("graphbridge_sync_polls_total", "Mailbox sync rounds.", Type::Counter);
+    registry.family("graphbridge_sync_poll_errors_total", "Mailbox sync rounds that failed.", Type::Counter);
+    registry.collector([this](Sink& s) {
+        auto n = [](auto v) { return static_cast<double>(v); };
+        if (smtp) {
+            auto st = smtp->stats();
+            s.sample("graphbridge_messages_accepted_total", {}, n(st.messages_accepted));
+            s.sample("graphbridge_sessions", {{"protocol", "smtp"}}, n(st.active));
+            s.sample("graphbridge_connections_total", {{"protocol", "smtp"}}, n(st.connections));
+            s.sample("graphbridge_connections_refused_total", {{"protocol", "smtp"}}, n(st.refused_connections));
+            s.sample("graphbridge_auth_failures_total", {{"protocol", "smtp"}}, n(st.auth_failures));
+        }
+        if (imap) {
+            auto st = imap->stats();
+            s.sample("graphbridge_sessions", {{"protocol", "imap"}}, n(st.active));
+            s.sample("graphbridge_connections_total", {{"protocol", "imap"}}, n(st.connections));
+            s.sample("graphbridge_connections_refused_total", {{"protocol", "imap"}}, n(st.refused));
+        }
+        if (pop3) {
+            auto st = pop3->stats();
+            s.sample("graphbridge_sessions", {{"protocol", "pop3"}}, n(st.active));
+            s.sample("graphbridge_connections_total", {{"protocol", "pop3"}}, n(st.connections));
+            s.sample("graphbridge_connections_refused_total", {{"protocol", "pop3"}}, n(st.refused_connections));
+            s.sample("graphbridge_auth_failures_total", {{"protocol", "pop3"}}, n(st.auth_failures));
+        }
+        if (runner) {
+            auto st = runner->stats();
+            s.sample("graphbridge_messages_delivered_total", {}, n(st.delivered));
+            s.sample("graphbridge_messages_deferred_total", {}, n(st.deferred));
+            s.sample("graphbridge_messages_bounced_total", {}, n(st.bounced));
+            s.sample("graphbridge_delivery_attempts_total", {}, n(st.attempts));
+            s.sample("graphbridge_queue_depth", {}, n(st.queued + st.in_flight));
+            s.sample("graphbridge_queue_in_flight", {}, n(st.in_flight));
+            std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+            s.sample("graphbridge_queue_oldest_age_seconds", {},
+                     st.oldest_received > 0 ? n(std::max<std::int64_t>(0, now - st.oldest_received)) : 0.0);
+        }
+        for (const auto& [name, sender] : senders) {
+            auto st = sender->token_status();
+            s.sample("graphbridge_token_requests_total", {{"app", name}}, n(st.requests));
+            s.sample("graphbridge_token_failures_total", {{"app", name}}, n(st.failures));
+            s.sample("graphbridge_token_usable", {{"app", name}}, st.token_usable ? 1.0 : 0.0);
+        }
+        if (cache) {
+            auto st = cache->stats();
+            s.sample("graphbridge_imap_cache_hits_total", {}, n(st.hits));
+            s.sample("graphbridge_imap_cache_misses_total", {}, n(st.misses));
+            s.sample("graphbridge_imap_cache_bytes", {}, n(st.bytes));
+        }
+        if (mail) {
+            auto st = mail->stats();
+            s.sample("graphbridge_sync_polls_total", {}, n(st.polls));
+            s.sample("graphbridge_sync_poll_errors_total", {}, n(st.poll_errors));
+        }
+    });
+}
+
+// Ready needs a writable spool: a probe file created, written, fsync'd and removed.
+std::string Bridge::Impl::spool_unwritable() const {
+    std::string probe = (std::filesystem::path(cfg.state_dir) / "spool" / ".ready-probe").string();
+    int fd = ::open(probe.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return std::string("cannot create a file in the spool: ") + std::strerror(errno);
+    bool ok = ::write(fd, "x", 1) == 1 && ::fsync(fd) == 0;
+    int err = errno;
+    ::close(fd);
+    ::unlink(probe.c_str());
+    return ok ? std::string() : std::string("cannot write to the spool: ") + std::strerror(err);
+}
+
 Bridge::~Bridge() { stop(); }
 
 void Bridge::start() {
+    Impl& d = *impl_;
+    d.register_metrics();
+    std::vector<admin::ReadinessCheck> checks;
+    checks.push_back({"spool", [&d] { return d.spool_unwritable(); }});
+    for (const auto& [name, sender] : d.senders) {
+        GraphSender* g = sender.get();
+        checks.push_back({"app " + name, [g] {
+                              auto st = g->token_status();
+                              if (st.token_usable) return std::string();
+                              return st.last_error.empty() ? std::string("no access token yet") : st.last_error;
+                          }});
+    }
+    d.admin = std::make_unique<admin::AdminServer>(d.cfg.admin_listen, d.registry, std::move(checks));
+    d.admin->start();
     impl_->smtp->start();
     impl_->runner->start();
     if (impl_->mail) impl_->mail->start();
@@ -394,7 +523,10 @@ void Bridge::stop() {
     if (impl_->mail) impl_->mail->stop();
     if (impl_->smtp) impl_->smtp->stop();
     if (impl_->runner) impl_->runner->stop();
+    if (impl_->admin) impl_->admin->stop();
 }
+
+std::uint16_t Bridge::admin_port() const { return impl_->admin ? impl_->admin->port() : 0; }
 
 std::vector<std::uint16_t> Bridge::smtp_ports() const { return impl_->smtp->ports(); }
 std::vector<std::uint16_t> Bridge::imap_ports() const {

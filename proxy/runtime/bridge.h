@@ -27,7 +27,8 @@ public:
     std::vector<std::uint16_t> smtp_ports() const;  // plain listeners, then implicit-TLS ones
     std::vector<std::uint16_t> imap_ports() const;   // plain, then implicit TLS (empty: IMAP off)
     std::vector<std::uint16_t> pop3_ports() const;   // plain, then implicit TLS (empty: POP3 off)
-    std::size_t recovered() const;                   // messages found in the spool at start
+    std::size_t recovered() const;
+    std::uint16_t admin_port() const;  // the admin endpoint's bound port (0 before start)                   // messages found in the spool at start
     std::string tls_cert_path() const;
 
 private:
