@@ -618,6 +618,40 @@ TEST_F(GraphSyncTest, MessageMovedBetweenFoldersKeepsItsImmutableId) {
     EXPECT_NE(std::get<0>(mime).find("body 9000"), std::string::npos);
 }
 
+TEST(GraphRoutes, IdsAddressesAndNamesBecomePlaceholders) {
+    using http::route_template;
+    EXPECT_EQ(route_template("/v1.0/users/bob@x.test/mailFolders/AAMkAGI2=/messages/delta?$top=5&$select=id"),
+              "/users/{id}/mailFolders/{id}/messages/delta");
+    EXPECT_EQ(route_template("/v1.0/users/bob%40x.test/sendMail"), "/users/{id}/sendMail");
+    EXPECT_EQ(route_template("/v1.0/users/b/messages/AAMk/$value"), "/users/{id}/messages/{id}/$value");
+    EXPECT_EQ(route_template("/v1.0/users/b/mailFolders/inbox?$select=id"), "/users/{id}/mailFolders/inbox");
+    EXPECT_EQ(route_template("/v1.0/users/b/messages/AAMk/attachments/createUploadSession"),
+              "/users/{id}/messages/{id}/attachments/createUploadSession");
+    EXPECT_EQ(route_template("/v1.0/users/b/mailFolders/My%20Secret%20Project/childFolders"),
+              "/users/{id}/mailFolders/{id}/childFolders");  // a folder name never becomes a label
+    EXPECT_EQ(route_template("/v1.0/"), "/");
+}
+
+TEST_F(GraphSyncTest, EveryGraphExchangeIsObservedWithItsRouteAndStatus) {
+    std::vector<std::pair<std::string, long>> seen;
+    std::mutex mu;
+    access_->graph.set_observer([&](const std::string& method, const std::string& path, const http::Response& r,
+                                    std::chrono::milliseconds) {
+        std::lock_guard g(mu);
+        seen.emplace_back(method + " " + http::route_template(path), r.status);
+    });
+    GraphSource source(access_->graph, sb_->base());
+    auto folders = source.folders("bob@sandbox.test");
+    ASSERT_EQ(folders.index(), 0u);
+    auto missing = source.mime("bob@sandbox.test", "no-such-message");
+    ASSERT_EQ(missing.index(), 1u);
+    access_->graph.set_observer({});
+    std::lock_guard g(mu);
+    ASSERT_GE(seen.size(), 2u);
+    EXPECT_EQ(seen.front(), (std::pair<std::string, long>{"GET /users/{id}/mailFolders", 200}));
+    EXPECT_EQ(seen.back(), (std::pair<std::string, long>{"GET /users/{id}/messages/{id}/$value", 404}));
+}
+
 TEST(GraphTime, Parses) {
     EXPECT_EQ(parse_graph_time("1970-01-01T00:00:00Z"), 0);
     EXPECT_EQ(parse_graph_time("2023-11-14T22:13:20Z"), 1'700'000'000);

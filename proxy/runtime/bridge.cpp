@@ -32,6 +32,7 @@
 #include "proxy/spool/spool.h"
 #include "proxy/admin/admin_server.h"
 #include "common/metrics.h"
+#include "graph/api/errors.h"
 #include "proxy/sync/graph_source.h"
 #include "proxy/sync/mail_service.h"
 #include "proxy/sync/sent_registry.h"
@@ -150,7 +151,12 @@ private:
 // One app registration: its token broker, Graph client and deliverer.
 class GraphSender : public queue::AppSender {
 public:
-    GraphSender(const config::AppConfig& app, long timeout_ms) : loaded_(load_app(app)) {
+    struct Metrics {
+        metrics::Registry::CounterFamily* requests = nullptr;  // app, method, route, status
+        metrics::Registry::CounterFamily* throttled = nullptr; // app
+        metrics::Registry::CounterFamily* waited = nullptr;    // app: Retry-After seconds
+    };
+    GraphSender(const config::AppConfig& app, long timeout_ms, Metrics m) : loaded_(load_app(app)) {
         http::ClientOptions o;
         o.ca_file = app.ca_file;
         http_ = std::make_unique<http::Client>(o);
@@ -159,6 +165,18 @@ public:
         broker_ = std::make_unique<auth::TokenBroker>(std::move(loaded_.broker),
                                                       http::make_token_transport(*http_, std::min<long>(timeout_ms, 30000)));
         graph_ = std::make_unique<http::GraphClient>(*http_, *broker_, app.graph_url);
+        if (m.requests)
+            graph_->set_observer([m, name = app.name](const std::string& method, const std::string& path,
+                                                      const http::Response& r, std::chrono::milliseconds) {
+                m.requests->child({name, method, http::route_template(path), std::to_string(r.status)}).inc();
+                auto retry_after = r.header("retry-after");
+                if (r.status == 429 || (r.status == 503 && retry_after)) {
+                    m.throttled->child({name}).inc();
+                    auto secs = retry_after ? graph::parse_retry_after(*retry_after, std::time(nullptr))
+                                            : std::optional<std::int64_t>{};
+                    if (secs && *secs > 0) m.waited->child({name}).inc(static_cast<std::uint64_t>(*secs));
+                }
+            });
         mail::DeliveryOptions delivery;
         delivery.timeout_ms = timeout_ms;
         deliverer_ = std::make_unique<mail::Deliverer>(*graph_, *http_, delivery);
@@ -207,6 +225,8 @@ std::string host_name() {
 }  // namespace
 
 struct Bridge::Impl {
+    // First: the senders' Graph observers count into it, so it outlives them.
+    metrics::Registry registry;
     config::Config cfg;
     TlsMaterial tls;
     std::map<std::string, std::unique_ptr<GraphSender>> senders;
@@ -230,8 +250,7 @@ struct Bridge::Impl {
     std::unique_ptr<GraphMaildrop> maildrop;
     std::unique_ptr<pop3::Pop3Server> pop3;
 
-    // /metrics, /healthz, /readyz ([admin] listen).
-    metrics::Registry registry;
+    // /healthz, /readyz and /metrics ([admin] listen); stopped first.
     std::unique_ptr<admin::AdminServer> admin;
 
     void register_metrics();
@@ -274,9 +293,18 @@ struct Bridge::Impl {
 Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     Impl& d = *impl_;
     d.cfg = cfg;
+    GraphSender::Metrics gm;
+    gm.requests = &d.registry.counter("graphbridge_graph_requests_total",
+                                      "Graph requests by app, method, route template and HTTP status (0 = no answer).",
+                                      {"app", "method", "route", "status"});
+    gm.throttled = &d.registry.counter("graphbridge_graph_throttled_total",
+                                       "Graph answers telling the bridge to back off (429, 503 with Retry-After).",
+                                       {"app"});
+    gm.waited = &d.registry.counter("graphbridge_graph_retry_after_seconds_total",
+                                    "Seconds of waiting Graph asked for in Retry-After headers.", {"app"});
     for (const auto& [name, app] : cfg.apps) {
         try {
-            d.senders.emplace(name, std::make_unique<GraphSender>(app, static_cast<long>(cfg.graph.timeout_ms)));
+            d.senders.emplace(name, std::make_unique<GraphSender>(app, static_cast<long>(cfg.graph.timeout_ms), gm));
         } catch (const std::exception& e) {
             throw std::runtime_error("app " + name + ": " + e.what());
         }

@@ -39,7 +39,7 @@ def metrics(port):
             continue
         if line.startswith("#") or not line:
             continue
-        mo = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$", line)
+        mo = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})? (\S+)$', line)
         assert mo, "not an exposition line: %r" % line
         assert mo.group(1) in declared, "sample before its TYPE: %r" % line
         out[mo.group(1) + (mo.group(2) or "")] = float(mo.group(3))
@@ -77,6 +77,13 @@ def main():
         check(m1["graphbridge_messages_delivered_total"] - m0["graphbridge_messages_delivered_total"] == 3,
               "and delivered_total +3")
         check(m1["graphbridge_queue_depth"] == 0, "the queue is empty again")
+        sent = [v for k, v in m1.items() if k.startswith("graphbridge_graph_requests_total{") and
+                'route="/users/{id}/sendMail"' in k and 'status="202"' in k]
+        sent0 = [v for k, v in m0.items() if k.startswith("graphbridge_graph_requests_total{") and
+                 'route="/users/{id}/sendMail"' in k and 'status="202"' in k]
+        check(sent and sent[0] - (sent0[0] if sent0 else 0) == 3,
+              "graph_requests_total{route=/users/{id}/sendMail,status=202} +3 (%s)" % sent)
+        check(not any("@" in k for k in m1), "no mailbox address in any label (routes are templates)")
         check(m1['graphbridge_connections_total{protocol="smtp"}'] > m0['graphbridge_connections_total{protocol="smtp"}'],
               "SMTP connections counted")
 
@@ -120,6 +127,16 @@ def main():
         check(back, "/readyz 200 again after the endpoint returns")
         check(rs.wait_for(lambda: metrics(port)["graphbridge_queue_depth"] == 0, 60, 0.5), "the queue drains")
 
+        t.admin("/sandbox/faults", {"target": "graph", "kind": "status", "status": 429, "retry_after": 1, "count": 2,
+                                    "path_suffix": "/sendMail"})
+        with smtplib.SMTP("127.0.0.1", t.smtp_port, timeout=30) as s:
+            s.send_message(rs.plain_message("throttled %s" % uuid.uuid4().hex[:8], "429\n"))
+        rs.wait_for(lambda: metrics(port)["graphbridge_queue_depth"] == 0 and
+                    metrics(port).get('graphbridge_graph_throttled_total{app="sandbox"}', 0) >= 2, 30, 0.3)
+        m5 = metrics(port)
+        check(m5.get('graphbridge_graph_throttled_total{app="sandbox"}', 0) >= 2 and
+              m5.get('graphbridge_graph_retry_after_seconds_total{app="sandbox"}', 0) >= 2,
+              "two 429s with Retry-After: 1 -> throttled_total >= 2, retry_after_seconds_total >= 2")
         check(get(port, "/nothing")[0] == 404 and get(port, "/metrics", "POST")[0] == 405, "404 and 405 elsewhere")
     except Exception:
         import traceback
