@@ -445,6 +445,10 @@ void Bridge::Impl::register_metrics() {
     registry.family("graphbridge_imap_cache_bytes", "Bytes in the body cache.", Type::Gauge);
     registry.family("graphbridge_sync_polls_total", "Mailbox sync rounds.", Type::Counter);
     registry.family("graphbridge_sync_poll_errors_total", "Mailbox sync rounds that failed.", Type::Counter);
+    registry.family("graphbridge_sync_lag_seconds",
+                    "Seconds since the mailbox's last complete sync succeeded (mailboxes with IMAP/POP3 sessions "
+                    "are polled every [imap] poll_interval).",
+                    Type::Gauge);
     registry.collector([this](Sink& s) {
         auto n = [](auto v) { return static_cast<double>(v); };
         if (smtp) {
@@ -498,6 +502,11 @@ void Bridge::Impl::register_metrics() {
             auto st = mail->stats();
             s.sample("graphbridge_sync_polls_total", {}, n(st.polls));
             s.sample("graphbridge_sync_poll_errors_total", {}, n(st.poll_errors));
+            std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+            for (const auto& [mailbox, at] : mail->last_synced())
+                s.sample("graphbridge_sync_lag_seconds", {{"mailbox", mailbox}}, n(std::max<std::int64_t>(0, now - at)));
         }
     });
 }

@@ -20,6 +20,7 @@ struct MailService::Box {
     std::map<std::string, SteadyClock::time_point> next_fast;
     bool running = false;
     bool poked = false;
+    std::int64_t last_success = 0;  // unix seconds of the last poll that completed without error
     std::mutex init_mutex;
     bool tree_synced = false;
 };
@@ -200,6 +201,10 @@ void MailService::run_poll(Box& box, std::vector<std::string> fast_folders, bool
     }
     std::lock_guard lock(mutex_);
     ++stats_.polls;
+    if (!err && full)
+        box.last_success = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
     if (err) {
         ++stats_.poll_errors;
         if (err->kind == SourceError::Kind::Throttled)
@@ -784,6 +789,14 @@ std::optional<SourceError> MailService::delete_folder(const std::string& mailbox
 MailServiceStats MailService::stats() const {
     std::lock_guard lock(mutex_);
     return stats_;
+}
+
+std::map<std::string, std::int64_t> MailService::last_synced() const {
+    std::lock_guard lock(mutex_);
+    std::map<std::string, std::int64_t> out;
+    for (const auto& [address, box] : boxes_)
+        if (box->last_success) out[address] = box->last_success;
+    return out;
 }
 
 }  // namespace gb::sync

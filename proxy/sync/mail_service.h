@@ -80,6 +80,8 @@ public:
                                     const std::string& destination);
 
     MailServiceStats stats() const;
+    // Per mailbox: when its last complete poll succeeded (unix seconds); mailboxes never polled are absent.
+    std::map<std::string, std::int64_t> last_synced() const;
 
     // ---- writes (IMAP) ---------------------------------------------------------------------------------
     // Each runs with the mailbox's sync held off (MailboxSync::exclusive), calls Graph, then records what
