@@ -259,6 +259,32 @@ TEST(MailPrepare, ForeignFromRejectAndKeep) {
     EXPECT_TRUE(same.ok());
 }
 
+TEST(MailPrepare, EveryAuthorOfAFromListCounts) {
+    // The mailbox first and a stranger after it: the recipient would see both as authors.
+    std::string m =
+        "From: scanner@sandbox.test, CEO <ceo@sandbox.test>\r\nTo: bob@sandbox.test\r\n"
+        "Sender: scanner@sandbox.test, ceo@sandbox.test\r\nDate: x\r\nMessage-ID: <1@x>\r\n\r\nx\r\n";
+    auto p = prepare(m, env({"bob@sandbox.test"}));
+    ASSERT_TRUE(p.ok());
+    auto h = headers_of(p.mime);
+    EXPECT_NE(h.find("From: <scanner@sandbox.test>\r\n"), std::string::npos) << h;
+    EXPECT_EQ(count(h, "ceo@sandbox.test"), 1u) << h;  // only in the Reply-To
+    EXPECT_NE(h.find("Reply-To: scanner@sandbox.test, CEO <ceo@sandbox.test>"), std::string::npos) << h;
+    EXPECT_EQ(h.find("Sender:"), std::string::npos) << h;
+    PreparePolicy reject;
+    reject.from_policy = FromPolicy::Reject;
+    auto r = prepare(m, env({"bob@sandbox.test"}), reject);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error->kind, PrepareErrorKind::FromRejected);
+    EXPECT_NE(r.error->message.find("ceo@sandbox.test"), std::string::npos) << r.error->message;
+    // Every author the mailbox itself: nothing to rewrite.
+    auto same = prepare(
+        "From: scanner@sandbox.test, Scanner <SCANNER@sandbox.test>\r\nTo: bob@sandbox.test\r\n"
+        "Date: x\r\nMessage-ID: <1@x>\r\n\r\nx\r\n",
+        env({"bob@sandbox.test"}), reject);
+    EXPECT_TRUE(same.ok());
+}
+
 TEST(MailPrepare, EnvelopeWithoutRecipientsOrMailboxIsAnError) {
     auto p = prepare(kSimple, env({}));
     ASSERT_FALSE(p.ok());

@@ -373,6 +373,7 @@ Prepared prepare(const std::string& raw_mime, const Envelope& env, const Prepare
     // ---- From --------------------------------------------------------------------------------------
     auto from_fields = find_all("From");
     std::optional<Address> from;
+    std::optional<std::vector<Address>> list_of_from;  // every address of the (first) From field
     if (from_fields.empty()) {
         edits.append.push_back("From: " + format_address({"", mailbox}));
         out.notes.push_back("added From: <" + mailbox + ">");
@@ -389,19 +390,26 @@ Prepared prepare(const std::string& raw_mime, const Envelope& env, const Prepare
             out.notes.push_back("replaced an unparsable From with <" + mailbox + ">");
         } else {
             from = list->front();
+            list_of_from = std::move(*list);
         }
     }
     if (from) {
-        bool foreign = lower(from->address) != mailbox;
+        // `From: mailbox, ceo@x` (RFC 5322 allows several authors): every address counts, not just the first,
+        // or the recipient would see a second author the account may not send as.
+        const std::vector<Address>& authors = *list_of_from;
+        auto stranger = std::find_if(authors.begin(), authors.end(),
+                                     [&](const Address& a) { return lower(a.address) != mailbox; });
+        bool foreign = stranger != authors.end();
         if (foreign && policy.from_policy == FromPolicy::Reject)
             return failed(PrepareErrorKind::FromRejected,
-                          "From <" + from->address + "> is not the sending mailbox <" + mailbox + ">");
+                          "From <" + stranger->address + "> is not the sending mailbox <" + mailbox + ">");
         if (foreign && policy.from_policy == FromPolicy::Rewrite) {
-            std::string name = (from->name.find('@') != std::string::npos) ? std::string() : from->name;
+            bool drop_name = from->name.find('@') != std::string::npos || authors.size() > 1;
+            std::string name = drop_name ? std::string() : from->name;
             edits.replace[from_fields[0]] = "From: " + format_address({name, mailbox});
             if (find_all("Reply-To").empty())
                 edits.append.push_back("Reply-To:" + std::string(value_of(from_fields[0])));
-            out.notes.push_back("rewrote From <" + from->address + "> to <" + mailbox + ">");
+            out.notes.push_back("rewrote From <" + stranger->address + "> to <" + mailbox + ">");
         } else if ((from->name.find('@') != std::string::npos)) {
             // `From: printer@x <printer@x>`: an unquoted @ in the phrase (Graph: ErrorSendAsDenied).
             std::string name = from->name;
@@ -420,14 +428,16 @@ Prepared prepare(const std::string& raw_mime, const Envelope& env, const Prepare
             edits.replace[i] = std::nullopt;
             continue;
         }
-        if (lower(list->front().address) == mailbox) continue;
+        // Sender names one mailbox; a list is judged by every address in it, like From.
+        auto stranger = std::find_if(list->begin(), list->end(),
+                                     [&](const Address& a) { return lower(a.address) != mailbox; });
+        if (stranger == list->end()) continue;
         if (policy.from_policy == FromPolicy::Reject)
-            return failed(
-                PrepareErrorKind::FromRejected,
-                "Sender <" + list->front().address + "> is not the sending mailbox <" + mailbox + ">");
+            return failed(PrepareErrorKind::FromRejected,
+                          "Sender <" + stranger->address + "> is not the sending mailbox <" + mailbox + ">");
         if (policy.from_policy == FromPolicy::Rewrite) {
             edits.replace[i] = std::nullopt;
-            out.notes.push_back("dropped Sender <" + list->front().address + ">");
+            out.notes.push_back("dropped Sender <" + stranger->address + ">");
         }
     }
 
