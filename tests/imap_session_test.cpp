@@ -138,6 +138,42 @@ TEST_F(ImapSessionTest, GreetingCapabilitiesAndLoginRules) {
     EXPECT_TRUE(has(out, "y OK")) << out;
 }
 
+TEST_F(ImapSessionTest, NarrowLimitsUntilLoggedIn) {
+    // A stranger cannot make the session hold a big literal: 4 KiB before login (LOGIN's own literals
+    // fit), the full limits after it.
+    auto s = session(true);
+    std::string out = talk(*s, "a LOGIN {60000000}\r\nb LOGIN bob {12+}\r\nbob-password\r\n");
+    EXPECT_TRUE(has(out, "a BAD [TOOBIG]")) << out;
+    EXPECT_FALSE(has(out, "+ Ready")) << out;
+    EXPECT_TRUE(has(out, "b OK [CAPABILITY")) << out;
+    out = talk(*s, "c APPEND INBOX {60000}\r\n");
+    EXPECT_TRUE(has(out, "+ Ready for literal")) << out;
+    // A {n+} over the pre-login limit: its octets are skipped (never run as commands), then BAD.
+    auto t = session(true);
+    out = talk(*t, "d NOOP {5000+}\r\n" + std::string(5000, 'x') + "\r\ne NOOP\r\n");
+    EXPECT_TRUE(has(out, "d BAD [TOOBIG]")) << out;
+    EXPECT_TRUE(has(out, "e OK")) << out;
+}
+
+TEST_F(ImapSessionTest, ThrottledAddressWaitsForEveryAnswer) {
+    // After the free failures, the right password is answered as late as a wrong one would be: an early
+    // OK would tell a guesser that it hit (and let it hang up on the delayed NOs).
+    for (int i = 0; i < 4; ++i) {
+        auto s = session(true);
+        talk(*s, "a LOGIN bob wrong-" + std::to_string(i) + "\r\n");
+        (void)s->take_delay();
+    }
+    auto wrong = session(true);
+    std::string out = talk(*wrong, "b LOGIN bob wrong-again\r\n");
+    EXPECT_TRUE(has(out, "b NO")) << out;
+    auto wrong_delay = wrong->take_delay();
+    EXPECT_GE(wrong_delay.count(), 1000);
+    auto right = session(true);
+    out = talk(*right, "c LOGIN bob bob-password\r\n");
+    EXPECT_TRUE(has(out, "c OK")) << out;
+    EXPECT_GE(right->take_delay().count(), wrong_delay.count());
+}
+
 TEST_F(ImapSessionTest, ListStatusSelectFetchSearch) {
     auto s = session();
     std::string out = talk(*s, "1 LOGIN bob bob-password\r\n2 LIST \"\" \"*\"\r\n3 LIST (SPECIAL-USE) \"\" \"*\"\r\n"

@@ -145,6 +145,9 @@ class CommandReader {
     // A fatal Error was produced; everything fed since is discarded.
     bool failed() const { return state_ == State::Dead; }
     const Limits& limits() const { return limits_; }
+    // Other limits for what is read from now on (meant for between commands: the server widens them
+    // once the client has logged in). The command being read, if any, is checked against both.
+    void set_limits(const Limits& limits) { limits_ = limits; }
 
   private:
     enum class State { Line, Literal, SkipLine, SkipLiteral, Dead };

@@ -99,8 +99,21 @@ bool list_match(std::string_view p, std::string_view n) {
 
 // ---------------------------------------------------------------------------------------------------
 
+// Before login the reader's limits are narrow: nothing a client legitimately sends then (LOGIN, possibly
+// with literals, AUTHENTICATE, ID, CAPABILITY, STARTTLS) comes near them, and a stranger must not make
+// the bridge hold 64 MiB literals per connection (times max_connections) without a password.
+pi::Limits Session::pre_login_limits() {
+    pi::Limits l;
+    l.max_line = 16 * 1024;
+    l.max_literal = 4096;
+    l.max_nonsync_literal = 4096;
+    l.max_command = 32 * 1024;
+    return l;
+}
+
 Session::Session(SessionServices services, SessionConfig config)
     : svc_(services), cfg_(std::move(config)) {
+    reader_.set_limits(pre_login_limits());
     ctx_.conn_id = fmt::format("I{}", cfg_.conn_id);
     out(fmt::format("* OK [CAPABILITY {}] graphbridge IMAP4rev1 ready\r\n", capabilities()));
 }
@@ -156,7 +169,12 @@ void Session::internal_error(std::string_view what) {
     log::Logger::instance().write(log::Level::Error, "imap", &ctx_, "internal error, closing the connection",
                                   {{"error", std::string(what)}});
     job_.reset();
-    untagged("BYE [SERVERBUG] Internal error; please reconnect");
+    // The state database busy (another process holding it past the busy timeout) or failing: the
+    // client may retry later; anything else is our bug.
+    if (what.find("state database") != std::string_view::npos)
+        untagged("BYE [UNAVAILABLE] The mailbox state database is unavailable; please reconnect later");
+    else
+        untagged("BYE [SERVERBUG] Internal error; please reconnect");
     close_ = true;
 }
 
@@ -346,7 +364,7 @@ void Session::tls_started() {
     starttls_ = false;
     cfg_.tls_active = true;
     // RFC 3501 6.2.1 / CVE-2011-0411: nothing the client sent before the handshake is executed after it.
-    reader_ = pi::CommandReader();
+    reader_ = pi::CommandReader(pre_login_limits());
 }
 
 void Session::cmd_login(const Command& c) {
@@ -379,10 +397,12 @@ void Session::cmd_authenticate(const Command& c) {
 }
 
 void Session::finish_login(const std::string& tag, std::optional<smtp::Account> account, const std::string& user) {
+    // The answer waits for the throttle's delay whatever the outcome (as in SMTP and POP3): were only
+    // failures delayed, an early answer would tell a guesser it hit, and it would hang up on the rest.
     auto delay = svc_.throttle ? svc_.throttle->delay_for(cfg_.client_ip) : std::chrono::milliseconds(0);
+    delay_ = delay;
     if (!account) {
         if (svc_.throttle) svc_.throttle->record_failure(cfg_.client_ip);
-        delay_ = delay;
         log::Logger::instance().write(log::Level::Warn, "imap", &ctx_, "authentication failed",
                                       {{"ip", cfg_.client_ip}, {"login", log::client_text(user)}});
         no(tag, "[AUTHENTICATIONFAILED] Invalid credentials");
@@ -400,6 +420,7 @@ void Session::finish_login(const std::string& tag, std::optional<smtp::Account> 
         return;
     }
     account_ = std::move(account);
+    reader_.set_limits(pi::Limits{});  // APPEND of real messages needs the full limits
     log::Logger::instance().write(log::Level::Info, "imap", &ctx_, "authenticated",
                                   {{"ip", cfg_.client_ip}, {"login", log::client_text(account_->login)}});
     ok(tag, fmt::format("[CAPABILITY {}] Logged in", capabilities()));

@@ -21,8 +21,10 @@
 // during IDLE they are sent as soon as they arrive.
 //
 // Hostile input: the command reader (protocol/imap) bounds every token, line, literal and nesting
-// level; this layer bounds sequence-set expansion, SEARCH nesting, the number of FETCH attributes and
-// the output held for a slow client (the server stops reading while output is pending).
+// level (before login with narrow limits: a 4 KiB literal, a 32 KiB command, so a stranger cannot make
+// the bridge hold big literals); this layer bounds sequence-set expansion, SEARCH nesting, the number of
+// FETCH attributes and the output held for a slow client (the server stops reading while output is
+// pending).
 #pragma once
 
 #include <chrono>
@@ -87,7 +89,8 @@ public:
     bool wants_starttls() const { return starttls_; }
     void tls_started();
 
-    // Before answering the current output: wait this long (a failed login from a throttled address).
+    // Before answering the current output: wait this long (a login, right or wrong, from a throttled
+    // address).
     std::chrono::milliseconds take_delay();
 
     // Called from any thread when the sync engine changed the selected folder; `wake` (set by the server)
@@ -123,6 +126,7 @@ private:
     void ok(const std::string& tag, std::string_view text);
 
     std::string capabilities() const;
+    static protocol::imap::Limits pre_login_limits();  // the reader's until LOGIN/AUTHENTICATE succeeds
     bool login_allowed() const;
     void finish_login(const std::string& tag, std::optional<smtp::Account> account, const std::string& user);
 
