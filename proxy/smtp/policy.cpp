@@ -27,13 +27,34 @@ Policy::Policy(const config::Config& cfg) : relays_(cfg.relays) {
     dummy_hash_ = auth::hash_password("graphbridge-dummy-password");
 }
 
+// First come, first served: ticket t may start once all but kMaxConcurrentChecks - 1 of the checks before
+// it have finished, so at most kMaxConcurrentChecks run, and a flood of IMAP logins cannot keep an SMTP
+// or POP3 check waiting forever.
+bool Policy::verify(const Secret& password, const std::string& hash) const {
+    std::unique_lock lock(checks_mutex_);
+    const std::uint64_t ticket = next_ticket_++;
+    checks_cv_.wait(lock, [&] { return ticket < checks_finished_ + kMaxConcurrentChecks; });
+    lock.unlock();
+    struct Release {
+        const Policy& p;
+        ~Release() {
+            {
+                std::lock_guard l(p.checks_mutex_);
+                ++p.checks_finished_;
+            }
+            p.checks_cv_.notify_all();
+        }
+    } release{*this};
+    return auth::verify_password(password.reveal(), hash);
+}
+
 std::optional<Account> Policy::authenticate(std::string_view login, const Secret& password) const {
     auto it = accounts_.find(std::string(login));
     if (it == accounts_.end()) {
-        (void)auth::verify_password(password.reveal(), dummy_hash_);
+        (void)verify(password, dummy_hash_);
         return std::nullopt;
     }
-    if (!auth::verify_password(password.reveal(), it->second.password_hash)) return std::nullopt;
+    if (!verify(password, it->second.password_hash)) return std::nullopt;
     return it->second;
 }
 

@@ -7,10 +7,14 @@
 // - Anyone else gets 530 5.7.0 at MAIL FROM.
 // - Failed AUTH is throttled per client address with growing delays; nothing locks an account, so a
 //   stranger cannot lock a device out.
+// - Password checks (scrypt: 32 MiB and ~0.1 s of a core each) run at most kMaxConcurrentChecks at a time
+//   across SMTP, IMAP and POP3, however many connections and threads ask: a login spray from strangers
+//   costs bounded memory (IMAP checks on its 16 work threads: 512 MiB at once without the bound).
 // Input from the network (logins, passwords, addresses, client IPs) is hostile; nothing here logs.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -65,10 +69,18 @@ public:
 
     const std::map<std::string, Account>& accounts() const { return accounts_; }
 
+    static constexpr unsigned kMaxConcurrentChecks = 2;
+
 private:
+    bool verify(const Secret& password, const std::string& hash) const;  // waits for a free check slot
+
     std::map<std::string, Account> accounts_;  // by login
     std::vector<config::RelayConfig> relays_;
     std::string dummy_hash_;  // verified for unknown logins so timing does not reveal them
+    mutable std::mutex checks_mutex_;
+    mutable std::condition_variable checks_cv_;
+    mutable std::uint64_t next_ticket_ = 0;      // password checks asked for
+    mutable std::uint64_t checks_finished_ = 0;  // password checks done
 };
 
 // Per-address throttling of failed AUTH: after `free_failures` failures inside `window`, each further
