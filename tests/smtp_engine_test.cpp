@@ -922,4 +922,13 @@ TEST(SmtpParser, Paths) {
     EXPECT_EQ(parse_path_argument("TO <a@c.d>", "TO", false, p), PathError::Syntax);
     EXPECT_EQ(parse_path_argument("TO:<postmaster>", "TO", false, p), PathError::None);
     EXPECT_EQ(parse_path_argument("FROM:<postmaster>", "FROM", true, p), PathError::BadAddress);
+    // Unicode controls and line separators, quoted or not: some parsers end a header line at them.
+    EXPECT_EQ(parse_path_argument("TO:<\"x\xc2\x85X-Injected: yes\"@c.d>", "TO", false, p),
+              PathError::BadAddress);
+    EXPECT_EQ(parse_path_argument("TO:<x\xe2\x80\xa8y@c.d>", "TO", false, p), PathError::BadAddress);
+    EXPECT_EQ(parse_path_argument("TO:<\"x\xe2\x80\xa9y\"@c.d>", "TO", false, p), PathError::BadAddress);
+    EXPECT_EQ(parse_path_argument("TO:<x@c\xc2\x9f.d>", "TO", false, p), PathError::BadAddress);
+    EXPECT_EQ(parse_path_argument("TO:<a@c.d> X=a\xc2\x85z", "TO", false, p), PathError::BadParameter);
+    EXPECT_EQ(parse_path_argument("TO:<\"j\xc3\xb6rg \xe2\x80\x94 x\"@c.d>", "TO", false, p),
+              PathError::None);
 }

@@ -163,6 +163,20 @@ bool parse_mailbox(Cursor& c, Address& out, bool allow_postmaster) {
     return parse_domain(c, out.domain);
 }
 
+// C1 controls (U+0080..U+009F, NEL among them) and the Unicode line and paragraph separators (U+2028,
+// U+2029) in UTF-8 form: control characters too, and line ends to some parsers. s is valid UTF-8, so a
+// 0xC2 or 0xE2 byte always starts a character.
+bool has_unicode_controls(std::string_view s) {
+    for (std::size_t i = 0; i + 1 < s.size(); ++i) {
+        auto b0 = static_cast<unsigned char>(s[i]), b1 = static_cast<unsigned char>(s[i + 1]);
+        if (b0 == 0xC2 && b1 >= 0x80 && b1 <= 0x9F) return true;
+        if (b0 == 0xE2 && b1 == 0x80 && i + 2 < s.size() &&
+            (static_cast<unsigned char>(s[i + 2]) == 0xA8 || static_cast<unsigned char>(s[i + 2]) == 0xA9))
+            return true;
+    }
+    return false;
+}
+
 bool valid_lengths(const Address& a) {
     if (a.local.size() > kMaxLocal || a.domain.size() > kMaxDomain) return false;
     return a.local.size() + a.domain.size() + 1 <= kMaxPath;
@@ -198,7 +212,7 @@ bool parse_params(std::string_view rest, std::vector<Parameter>& out) {
             if (value.empty()) return false;
             for (char ch : value)
                 if (!is_value_char(static_cast<unsigned char>(ch))) return false;
-            if (!is_valid_utf8(value)) return false;
+            if (!is_valid_utf8(value) || has_unicode_controls(value)) return false;
             p.value = std::string(value);
             p.has_value = true;
         }
@@ -273,7 +287,8 @@ PathError parse_path_argument(std::string_view arg, std::string_view keyword, bo
         if (!parse_mailbox(c, out.address, allow_postmaster)) return PathError::BadAddress;
     }
     if (!valid_lengths(out.address) || !is_valid_utf8(out.address.local) ||
-        !is_valid_utf8(out.address.domain))
+        !is_valid_utf8(out.address.domain) || has_unicode_controls(out.address.local) ||
+        has_unicode_controls(out.address.domain))
         return PathError::BadAddress;
     if (c.done()) return PathError::None;
     if (c.peek() != ' ') return PathError::BadAddress;  // e.g. "<a@b>junk" or "a@b>x"

@@ -12,7 +12,8 @@
 //     for RCPT (RFC 5321 4.5.1);
 //   - several spaces between parameters.
 // Deliberately strict: dot-string local parts (no leading, trailing or doubled dots unless quoted), the
-// RFC 5321 4.5.3.1 lengths (local part 64, domain 255, path 256 octets), no control characters anywhere.
+// RFC 5321 4.5.3.1 lengths (local part 64, domain 255, path 256 octets), no control characters anywhere
+// (C1 controls such as NEL and the Unicode line/paragraph separators U+2028/U+2029 included, quoted or not).
 // No parsed field can ever contain CR, LF, NUL or another control character, so nothing parsed here
 // can inject a header or a reply line.
 //
