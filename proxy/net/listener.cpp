@@ -10,6 +10,7 @@
 #include <openssl/ssl.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 
 #include "common/log.h"
@@ -103,6 +104,23 @@ asio::awaitable<void> Listeners::accept_loop(tcp::acceptor& acceptor, bool impli
         co_await acceptor.async_accept(socket, asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
             if (!acceptor.is_open()) co_return;
+            if (ec == asio::error::no_descriptors || ec.value() == ENFILE || ec == asio::error::no_buffer_space ||
+                ec == asio::error::no_memory) {
+                // Out of descriptors (or kernel memory): the pending connection stays in the backlog and
+                // accept() would fail again at once, a core spinning. Wait for sessions to end instead.
+                ++accept_stalls_;
+                std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       std::chrono::steady_clock::now().time_since_epoch())
+                                       .count();
+                std::int64_t last = last_stall_log_ms_.load();
+                if (now - last > 60000 && last_stall_log_ms_.compare_exchange_strong(last, now)) {
+                    log::warn("net", "cannot accept connections: out of file descriptors (raise LimitNOFILE, or "
+                                     "lower the connection caps)",
+                              {{"error", ec.message()}});
+                }
+                asio::steady_timer pause(acceptor.get_executor(), std::chrono::milliseconds(200));
+                co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            }
             continue;
         }
         std::uint64_t id = ++connections_;

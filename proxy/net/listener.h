@@ -86,6 +86,7 @@ public:
     std::uint64_t connections() const { return connections_; }
     std::uint64_t refused() const { return refused_; }
     std::uint64_t proxy_rejected() const { return proxy_rejected_; }  // untrusted, malformed or too slow
+    std::uint64_t accept_stalls() const { return accept_stalls_; }    // accept() out of descriptors
 
 private:
     boost::asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit, bool proxy);
@@ -99,7 +100,8 @@ private:
     OnAccept on_accept_;
     std::vector<std::thread> threads_;
     std::vector<std::string> bound_;  // "ip:port" as configured, per acceptor (PROXY listeners by address)
-    std::atomic<std::uint64_t> connections_{0}, refused_{0}, proxy_rejected_{0};
+    std::atomic<std::uint64_t> connections_{0}, refused_{0}, proxy_rejected_{0}, accept_stalls_{0};
+    std::atomic<std::int64_t> last_stall_log_ms_{-60000};  // steady clock; the stall warning at most once a minute
 };
 
 // For an OnAccept: std::make_shared<Connection>(server, socket, implicit, id, client_ip)->run() on the socket's

@@ -1,6 +1,7 @@
 #include "proxy/runtime/bridge.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -290,9 +291,37 @@ struct Bridge::Impl {
     }
 };
 
+namespace {
+
+// Every connection is a descriptor, and so are the spool, the state DB, the body cache and the Graph
+// connections. Services often start with a soft limit of 1024 (systemd's default) and a far higher hard
+// one: take the hard limit, and say so when even that is below what the connection caps allow.
+void raise_descriptor_limit(std::uint64_t connection_caps) {
+    rlimit rl{};
+    if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlimit raised = rl;
+        raised.rlim_cur = rl.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) rl = raised;
+    }
+    std::uint64_t needed = connection_caps + 512;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < needed)
+        log::warn("main", "the open files limit is below what the connection caps allow; at the limit new "
+                          "connections wait. Raise it (systemd: LimitNOFILE=)",
+                  {{"limit", static_cast<std::uint64_t>(rl.rlim_cur)}, {"needed", needed}});
+}
+
+}  // namespace
+
 Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     Impl& d = *impl_;
     d.cfg = cfg;
+    {
+        smtp::ServerOptions so;
+        imap::ServerOptions io;
+        pop3::ServerOptions po;
+        raise_descriptor_limit(so.max_connections + io.max_connections + po.max_connections);
+    }
     GraphSender::Metrics gm;
     gm.requests = &d.registry.counter("graphbridge_graph_requests_total",
                                       "Graph requests by app, method, route template and HTTP status (0 = no answer).",
