@@ -93,13 +93,20 @@ TEST(AuthThrottle, GrowingDelaysPerAddressAndBoundedMemory) {
     for (int i = 0; i < 30; ++i) t.record_failure("1.2.3.4", now);
     EXPECT_EQ(t.delay_for("1.2.3.4", now), ms(30000));  // capped
     EXPECT_EQ(t.delay_for("5.6.7.8", now), ms(0));     // other addresses are not affected
-    // The window passes: forgiven. A success resets too.
+    // The window passes: forgiven.
     EXPECT_EQ(t.delay_for("1.2.3.4", now + std::chrono::seconds(601)), ms(0));
+    // A success forgives a typo, but not an address already delayed: a guesser with one valid account
+    // of its own must not reset its counter by logging into it between guesses.
+    t.record_failure("8.8.8.8", now);
+    t.record_success("8.8.8.8");
+    t.record_failure("8.8.8.8", now);
+    EXPECT_EQ(t.delay_for("8.8.8.8", now), ms(0));
     t.record_failure("9.9.9.9", now);
     t.record_failure("9.9.9.9", now);
     t.record_failure("9.9.9.9", now);
     t.record_success("9.9.9.9");
-    EXPECT_EQ(t.delay_for("9.9.9.9", now), ms(0));
+    EXPECT_EQ(t.delay_for("9.9.9.9", now), ms(2000));
+    EXPECT_EQ(t.delay_for("9.9.9.9", now + std::chrono::seconds(601)), ms(0));
     for (int i = 0; i < 1000; ++i) t.record_failure("10.0." + std::to_string(i / 256) + "." + std::to_string(i % 256), now);
     EXPECT_LE(t.tracked(), 100u);
 }

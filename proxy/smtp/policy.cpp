@@ -118,8 +118,12 @@ void AuthThrottle::record_failure(const std::string& ip, Clock::time_point now) 
 }
 
 void AuthThrottle::record_success(const std::string& ip) {
+    // A user who mistyped is forgiven; an address already being delayed is not: a guesser who holds one
+    // valid account could otherwise log into it between guesses and never be slowed down. The window
+    // forgives those.
     std::lock_guard lock(mutex_);
-    entries_.erase(ip);
+    auto it = entries_.find(ip);
+    if (it != entries_.end() && it->second.failures < options_.free_failures) entries_.erase(it);
 }
 
 std::size_t AuthThrottle::tracked() const {
