@@ -76,6 +76,8 @@ TEST(ProxyProtocol, MalformedV1IsRefused) {
              "PROXY TCP4 192.0.2.7 10.0.0.1 -1 2\r\n",              // sign
              "PROXY UDP4 192.0.2.7 10.0.0.1 1 2\r\n",               // not TCP
              "PROXY TCP4 192.0.2.7 10.0.0.1 1 2\n",                 // bare LF
+             "PROXY UNKNOWN\nEHLO x\r\n",                          // a bare LF before the CRLF (fuzzer)
+             "PROXY UNKNOWN \x01\r\n",                              // a control byte
          }) {
         auto r = parse(bad);
         EXPECT_EQ(r.status, Status::Invalid) << bad;

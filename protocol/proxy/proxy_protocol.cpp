@@ -52,9 +52,16 @@ bool parse_port(std::string_view s, std::uint16_t& out) {
 
 Result parse_v1(std::string_view in) {
     std::size_t crlf = in.find("\r\n");
+    // Printable ASCII only up to the CRLF (a bare CR or LF, NUL, anything else: refused at once, so the
+    // verdict never depends on bytes after the header).
+    std::size_t end = crlf == std::string_view::npos ? in.size() : crlf;
+    for (std::size_t i = 0; i < end; ++i) {
+        auto c = static_cast<unsigned char>(in[i]);
+        if (c == '\r' && crlf == std::string_view::npos && i + 1 == in.size()) break;  // CR of a CRLF to come
+        if (c < 0x20 || c > 0x7E) return invalid("PROXY v1 line with a control or non-ASCII byte");
+    }
     if (crlf == std::string_view::npos) {
         if (in.size() >= kMaxV1Line) return invalid("PROXY v1 line longer than 107 bytes");
-        if (in.find('\n') != std::string_view::npos) return invalid("PROXY v1 line without CRLF");
         return Result{};
     }
     if (crlf + 2 > kMaxV1Line) return invalid("PROXY v1 line longer than 107 bytes");
