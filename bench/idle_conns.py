@@ -2,7 +2,7 @@
 """Idle connections (issue 7, hardening): N idle TCP connections to one bridge, SMTP, IMAP and POP3 mixed.
 
 Runs `graphbridge sandbox --no-bridge` and `graphbridge serve` (tests/integration/relay_system.Tenant),
-raises this script's RLIMIT_NOFILE (the bridge inherits it; graphbridge does not raise its own), then per
+raises this script's RLIMIT_NOFILE (the bridge inherits it and raises its soft limit to the hard one), then per
 round:
   1. warms the bridge up (one SMTP send, one IMAP LOGIN+SELECT, one POP3 STAT), records its RSS, fds and
      threads;
@@ -306,7 +306,7 @@ def main():
     ap.add_argument("--bridge-nofile", type=int, default=0,
                     help="start the bridge with this soft RLIMIT_NOFILE (as under systemd's default 1024)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="add a key to the bridge config (e.g. a connection cap, once one exists)")
+                    help="add a key to the bridge config (e.g. smtp.max_connections=4000)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the tenant directory (bridge log)")
     ap.add_argument("--bridge-binary", default=None,
@@ -354,10 +354,8 @@ def main():
             raise RuntimeError("bridge did not start: " + open(t.bridge_log).read()[-2000:])
         pid = t.bridge.pid
         results["bridge_nofile"] = nofile_of(pid)
-        print("bridge pid %d, RLIMIT_NOFILE soft/hard %s (inherited; graphbridge does not raise it itself)" %
-              (pid, results["bridge_nofile"]), flush=True)
-        results["caps_config_keys"] = a.set or "none exist: SMTP 1000, IMAP 2000, POP3 1000 are compiled in " \
-                                               "(proxy/{smtp,imap,pop3}/server.h ServerOptions::max_connections)"
+        print("bridge pid %d, RLIMIT_NOFILE soft/hard %s" % (pid, results["bridge_nofile"]), flush=True)
+        results["caps_config_keys"] = a.set or "defaults: [smtp] max_connections 1000, [imap] 2000, [pop3] 1000"
         results["idle_timeouts_compiled_in_s"] = {"smtp": 300, "imap": 1800, "pop3": 600, "tls_handshake": 30}
         # Warm-up: scrypt's 32 MB, the mailbox sync state, Graph connections, all before the baseline.
         warm = new_client_checks(t, a.prompt)

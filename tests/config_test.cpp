@@ -273,6 +273,7 @@ TEST_F(ConfigTest, ProxyProtocolListenersNeedTrustedSources) {
     EXPECT_TRUE(c.imap.proxy_trusted[0].contains("10.0.0.5"));
     EXPECT_FALSE(c.imap.proxy_trusted[0].contains("10.0.0.6"));
     EXPECT_TRUE(c.smtp.proxy_protocol.empty());  // opt-in per listener
+    EXPECT_EQ(c.smtp.max_connections, 0u);        // the server's default
 
     auto one = [&](const std::string& section) {
         std::string t = kValid;
@@ -282,6 +283,12 @@ TEST_F(ConfigTest, ProxyProtocolListenersNeedTrustedSources) {
         for (const auto& x : p) all += x.to_string() + "\n";
         return all;
     };
+    EXPECT_NE(one("[imap]\nmax_connections = 0\n\n").find("imap.max_connections: must be between"), std::string::npos);
+    {
+        std::string t = kValid;
+        t.insert(t.find("[log]"), "[pop3]\nmax_connections = 5000\n\n");
+        EXPECT_EQ(load(write(t)).pop3.max_connections, 5000u);
+    }
     EXPECT_NE(one("[pop3]\nproxy_protocol = [\"0.0.0.0:2110\"]\nproxy_trusted = [\"10.0.0.5/32\"]\n\n")
                   .find("pop3.proxy_protocol: 0.0.0.0:2110 is not one of this section's listen"),
               std::string::npos);

@@ -343,9 +343,13 @@ void read_listeners(Section& s, std::string_view key, std::vector<ListenAddress>
     }
 }
 
-// proxy_protocol (listen addresses of this section) and proxy_trusted (networks): read after listen and
-// tls_listen, which they are checked against.
+// max_connections, proxy_protocol (listen addresses of this section) and proxy_trusted (networks): read
+// after listen and tls_listen, which proxy_protocol is checked against.
 void read_proxy(Section& s, ListenerSet& set) {
+    if (auto v = s.integer("max_connections")) {
+        if (*v < 1 || *v > 1000000) s.problem("max_connections", "must be between 1 and 1000000");
+        else set.max_connections = static_cast<std::size_t>(*v);
+    }
     read_listeners(s, "proxy_protocol", set.proxy_protocol);
     if (auto list = s.strings("proxy_trusted", false)) {
         for (const auto& text : *list) {

@@ -97,6 +97,9 @@ struct ListenerSet {
     // PROXY protocol v1/v2 header naming the real client, accepted only from `proxy_trusted` sources.
     std::vector<ListenAddress> proxy_protocol;
     std::vector<Network> proxy_trusted;
+    // Open connections at once (all of this section's listeners); 0 = the server's default (SMTP and
+    // POP3 1,000, IMAP 2,000). Past it a client gets the protocol's "too many connections" line.
+    std::size_t max_connections = 0;
 };
 
 struct SmtpConfig : ListenerSet {

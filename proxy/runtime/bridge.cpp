@@ -1,6 +1,7 @@
 #include "proxy/runtime/bridge.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -277,10 +278,13 @@ struct Bridge::Impl {
     void run_chores() {
         for (auto& [name, sender] : senders) sender->warm_up();
         std::unique_lock lock(chores_mutex);
-        while (!stopping) {
+        for (unsigned tick = 1; !stopping; ++tick) {
             chores_cv.wait_for(lock, std::chrono::seconds(1));
             if (stopping) break;
             lock.unlock();
+            // glibc keeps what thousands of closed connections freed in its arenas (bench/idle_conns.py:
+            // 60 MB RSS after 4,000 connections closed, 41 MB after a trim): hand it back now and then.
+            if (tick % 120 == 0) ::malloc_trim(0);
             for (const auto& id : spool->take_kicks()) {
                 auto r = runner->retry_now(id);
                 if (r == queue::Runner::RetryResult::Unknown) enqueue_from_spool(id);  // e.g. back from dead/
@@ -317,10 +321,10 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     Impl& d = *impl_;
     d.cfg = cfg;
     {
-        smtp::ServerOptions so;
-        imap::ServerOptions io;
-        pop3::ServerOptions po;
-        raise_descriptor_limit(so.max_connections + io.max_connections + po.max_connections);
+        auto cap = [](std::size_t configured, std::size_t fallback) { return configured ? configured : fallback; };
+        raise_descriptor_limit(cap(cfg.smtp.max_connections, smtp::ServerOptions{}.max_connections) +
+                               cap(cfg.imap.max_connections, imap::ServerOptions{}.max_connections) +
+                               cap(cfg.pop3.max_connections, pop3::ServerOptions{}.max_connections));
     }
     GraphSender::Metrics gm;
     gm.requests = &d.registry.counter("graphbridge_graph_requests_total",
@@ -375,6 +379,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
     o.tls_listen = cfg.smtp.tls_listen;
     o.proxy_protocol = cfg.smtp.proxy_protocol;
     o.proxy_trusted = cfg.smtp.proxy_trusted;
+    if (cfg.smtp.max_connections) o.max_connections = cfg.smtp.max_connections;
     o.tls_cert_pem = d.tls.cert_chain_pem;
     o.tls_key_pem = d.tls.key_pem;
     o.tls_min_version = cfg.tls.min_version;
@@ -418,6 +423,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         po.tls_listen = cfg.pop3.tls_listen;
         po.proxy_protocol = cfg.pop3.proxy_protocol;
         po.proxy_trusted = cfg.pop3.proxy_trusted;
+        if (cfg.pop3.max_connections) po.max_connections = cfg.pop3.max_connections;
         po.tls_cert_pem = d.tls.cert_chain_pem;
         po.tls_key_pem = d.tls.key_pem;
         po.tls_min_version = cfg.tls.min_version;
@@ -431,6 +437,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
         io.tls_listen = cfg.imap.tls_listen;
         io.proxy_protocol = cfg.imap.proxy_protocol;
         io.proxy_trusted = cfg.imap.proxy_trusted;
+        if (cfg.imap.max_connections) io.max_connections = cfg.imap.max_connections;
         io.tls_cert_pem = d.tls.cert_chain_pem;
         io.tls_key_pem = d.tls.key_pem;
         io.tls_min_version = cfg.tls.min_version;
