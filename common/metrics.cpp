@@ -58,28 +58,23 @@ std::string escape_label(std::string_view v) {
     return out;
 }
 
-Counter& Registry::CounterFamily::child(const std::vector<std::string>& values) {
+template <class Instrument>
+Instrument& Registry::Family<Instrument>::child(const std::vector<std::string>& values) {
     if (values.size() != label_names_.size()) throw std::invalid_argument("metrics: wrong number of label values");
     std::lock_guard lock(mutex_);
     auto& slot = children_[values];
-    if (!slot) slot = std::make_unique<Counter>();
+    if (!slot) slot = std::make_unique<Instrument>();
     return *slot;
 }
+template class Registry::Family<Counter>;
+template class Registry::Family<Gauge>;
 
-Gauge& Registry::GaugeFamily::child(const std::vector<std::string>& values) {
-    if (values.size() != label_names_.size()) throw std::invalid_argument("metrics: wrong number of label values");
-    std::lock_guard lock(mutex_);
-    auto& slot = children_[values];
-    if (!slot) slot = std::make_unique<Gauge>();
-    return *slot;
-}
-
-Registry::Family& Registry::add(const std::string& name, const std::string& help, Type type) {
+Registry::Entry& Registry::add(const std::string& name, const std::string& help, Type type) {
     if (!valid_name(name, false)) throw std::invalid_argument("metrics: bad name '" + name + "'");
     for (const auto& f : families_)
         if (f->name == name) throw std::invalid_argument("metrics: '" + name + "' registered twice");
-    families_.push_back(std::make_unique<Family>());
-    Family& f = *families_.back();
+    families_.push_back(std::make_unique<Entry>());
+    Entry& f = *families_.back();
     f.name = name;
     f.help = help;
     f.type = type;
@@ -91,7 +86,7 @@ Registry::CounterFamily& Registry::counter(const std::string& name, const std::s
     for (const auto& l : label_names)
         if (!valid_name(l, true)) throw std::invalid_argument("metrics: bad label name '" + l + "'");
     std::lock_guard lock(mutex_);
-    Family& f = add(name, help, Type::Counter);
+    Entry& f = add(name, help, Type::Counter);
     counter_families_.push_back(std::make_unique<CounterFamily>());
     f.counters = counter_families_.back().get();
     f.counters->label_names_ = std::move(label_names);
@@ -103,7 +98,7 @@ Registry::GaugeFamily& Registry::gauge(const std::string& name, const std::strin
     for (const auto& l : label_names)
         if (!valid_name(l, true)) throw std::invalid_argument("metrics: bad label name '" + l + "'");
     std::lock_guard lock(mutex_);
-    Family& f = add(name, help, Type::Gauge);
+    Entry& f = add(name, help, Type::Gauge);
     gauge_families_.push_back(std::make_unique<GaugeFamily>());
     f.gauges = gauge_families_.back().get();
     f.gauges->label_names_ = std::move(label_names);

@@ -56,29 +56,21 @@ public:
 
 class Registry {
 public:
-    // A family of counters with these label names; child() gives the counter for one set of values.
-    class CounterFamily {
+    // A family of instruments with these label names; child() gives the one for a set of label values.
+    template <class Instrument>
+    class Family {
     public:
-        Counter& child(const std::vector<std::string>& values);
-        Counter& child() { return child({}); }
+        Instrument& child(const std::vector<std::string>& values);
+        Instrument& child() { return child({}); }
 
     private:
         friend class Registry;
         std::vector<std::string> label_names_;
         std::mutex mutex_;
-        std::map<std::vector<std::string>, std::unique_ptr<Counter>> children_;
+        std::map<std::vector<std::string>, std::unique_ptr<Instrument>> children_;
     };
-    class GaugeFamily {
-    public:
-        Gauge& child(const std::vector<std::string>& values);
-        Gauge& child() { return child({}); }
-
-    private:
-        friend class Registry;
-        std::vector<std::string> label_names_;
-        std::mutex mutex_;
-        std::map<std::vector<std::string>, std::unique_ptr<Gauge>> children_;
-    };
+    using CounterFamily = Family<Counter>;
+    using GaugeFamily = Family<Gauge>;
 
     CounterFamily& counter(const std::string& name, const std::string& help, std::vector<std::string> label_names = {});
     GaugeFamily& gauge(const std::string& name, const std::string& help, std::vector<std::string> label_names = {});
@@ -89,16 +81,16 @@ public:
     std::string render() const;
 
 private:
-    struct Family {
+    struct Entry {  // one family as rendered
         std::string name, help;
         Type type = Type::Counter;
         CounterFamily* counters = nullptr;
         GaugeFamily* gauges = nullptr;
     };
-    Family& add(const std::string& name, const std::string& help, Type type);
+    Entry& add(const std::string& name, const std::string& help, Type type);
 
     mutable std::mutex mutex_;
-    std::vector<std::unique_ptr<Family>> families_;
+    std::vector<std::unique_ptr<Entry>> families_;
     std::vector<std::unique_ptr<CounterFamily>> counter_families_;
     std::vector<std::unique_ptr<GaugeFamily>> gauge_families_;
     std::vector<std::function<void(Sink&)>> collectors_;

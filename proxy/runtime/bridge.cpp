@@ -487,26 +487,28 @@ void Bridge::Impl::register_metrics() {
                     Type::Gauge);
     registry.collector([this](Sink& s) {
         auto n = [](auto v) { return static_cast<double>(v); };
+        // One protocol's front end: open sessions, connections, refusals, failed logins (IMAP counts its
+        // failures in the shared throttle only).
+        auto server = [&](const char* protocol, std::size_t active, std::uint64_t connections, std::uint64_t refused,
+                          std::optional<std::uint64_t> auth_failures) {
+            metrics::Labels l{{"protocol", protocol}};
+            s.sample("graphbridge_sessions", l, n(active));
+            s.sample("graphbridge_connections_total", l, n(connections));
+            s.sample("graphbridge_connections_refused_total", l, n(refused));
+            if (auth_failures) s.sample("graphbridge_auth_failures_total", l, n(*auth_failures));
+        };
         if (smtp) {
             auto st = smtp->stats();
             s.sample("graphbridge_messages_accepted_total", {}, n(st.messages_accepted));
-            s.sample("graphbridge_sessions", {{"protocol", "smtp"}}, n(st.active));
-            s.sample("graphbridge_connections_total", {{"protocol", "smtp"}}, n(st.connections));
-            s.sample("graphbridge_connections_refused_total", {{"protocol", "smtp"}}, n(st.refused_connections));
-            s.sample("graphbridge_auth_failures_total", {{"protocol", "smtp"}}, n(st.auth_failures));
+            server("smtp", st.active, st.connections, st.refused_connections, st.auth_failures);
         }
         if (imap) {
             auto st = imap->stats();
-            s.sample("graphbridge_sessions", {{"protocol", "imap"}}, n(st.active));
-            s.sample("graphbridge_connections_total", {{"protocol", "imap"}}, n(st.connections));
-            s.sample("graphbridge_connections_refused_total", {{"protocol", "imap"}}, n(st.refused));
+            server("imap", st.active, st.connections, st.refused, std::nullopt);
         }
         if (pop3) {
             auto st = pop3->stats();
-            s.sample("graphbridge_sessions", {{"protocol", "pop3"}}, n(st.active));
-            s.sample("graphbridge_connections_total", {{"protocol", "pop3"}}, n(st.connections));
-            s.sample("graphbridge_connections_refused_total", {{"protocol", "pop3"}}, n(st.refused_connections));
-            s.sample("graphbridge_auth_failures_total", {{"protocol", "pop3"}}, n(st.auth_failures));
+            server("pop3", st.active, st.connections, st.refused_connections, st.auth_failures);
         }
         if (runner) {
             auto st = runner->stats();
