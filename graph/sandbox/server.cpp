@@ -481,8 +481,15 @@ struct SandboxServer::Impl {
             co_await http::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
             if (ec || !res.keep_alive()) break;
         }
-        beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
-        co_await stream.async_shutdown(asio::redirect_error(use_awaitable, ec));
+        // A TLS close_notify only after a clean end. After a timeout or another error the stream is
+        // done for: Beast's basic_stream asserts (debug builds) when used again after its timer fired,
+        // and a peer that timed out or vanished will not answer a close_notify anyway.
+        bool clean = !ec || ec == http::error::end_of_stream || ec == asio::error::eof;
+        if (clean) {
+            beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+            co_await stream.async_shutdown(asio::redirect_error(use_awaitable, ec));
+        }
+        beast::get_lowest_layer(stream).close();
     }
 
     awaitable<void> accept_loop() {
