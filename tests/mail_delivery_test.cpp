@@ -346,3 +346,54 @@ TEST_F(MailDeliveryTest, LostAnswerToSendIsCheckedNotResent) {
     EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-send-503").size(), 1u);
     EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "drafts"), drafts_before);
 }
+
+TEST_F(MailDeliveryTest, AfterACrashTheInterruptedAttemptsDraftIsDeletedOrRecognisedAsSent) {
+    // A crash right after the draft was made (its id recorded, the attachments never uploaded): the next
+    // attempt deletes that orphan and delivers once. Simulated by a `created` hook that throws, as the
+    // process would have died there: nothing after it runs, nothing is cleaned up.
+    auto drafts_before = sb_->server().graph().count_messages("scanner@sandbox.test", "drafts");
+    std::string m = "From: scanner@sandbox.test\r\nTo: bob@sandbox.test, alice@sandbox.test\r\nSubject: "
+                    "t-crash-draft\r\n\r\nx\r\n";
+    auto p = prepare(m, env({"bob@sandbox.test"}));  // draft + PATCH + send
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ(p.mode, Mode::ExactRecipients);
+    Deliverer d(access_->graph, access_->client);
+    std::string recorded;
+    Deliverer::Drafts crash;
+    crash.created = [&](const std::string& id) {
+        recorded = id;
+        throw std::runtime_error("killed");
+    };
+    EXPECT_THROW(d.deliver(p, &crash), std::runtime_error);
+    ASSERT_FALSE(recorded.empty());
+    EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "drafts"), drafts_before + 1);
+    Deliverer::Drafts again;
+    again.previous = recorded;
+    std::string second;
+    again.created = [&](const std::string& id) { second = id; };
+    auto r = d.deliver(p, &again);
+    EXPECT_EQ(r.outcome, Outcome::Delivered) << r.detail;
+    EXPECT_FALSE(second.empty());
+    EXPECT_NE(second, recorded);
+    EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "drafts"), drafts_before)
+        << "the orphaned draft is gone";
+    EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-crash-draft").size(), 1u);
+
+    // A crash after the send went out but before the queue recorded it: the retry finds the draft sent
+    // (immutable ids: the same id now names the Sent Items copy) and sends nothing.
+    auto again2 = Deliverer::Drafts{second, {}};
+    auto requests_before = sb_->server().stats().graph_requests;
+    auto r2 = d.deliver(p, &again2);
+    EXPECT_EQ(r2.outcome, Outcome::Delivered) << r2.detail;
+    EXPECT_NE(r2.detail.find("earlier, interrupted attempt"), std::string::npos) << r2.detail;
+    EXPECT_EQ(sb_->server().stats().graph_requests, requests_before + 1);  // one GET, no new draft, no send
+    EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-crash-draft").size(), 1u) << "not delivered twice";
+
+    // The recorded draft is gone altogether (deleted by someone): start over, deliver once more.
+    auto gone = Deliverer::Drafts{"AAMkAGdvbmUtZm9yLWdvb2Q=", {}};
+    auto p3 = prepare("From: scanner@sandbox.test\r\nTo: bob@sandbox.test, alice@sandbox.test\r\nSubject: "
+                      "t-crash-gone\r\n\r\nx\r\n", env({"bob@sandbox.test"}));
+    auto r3 = d.deliver(p3, &gone);
+    EXPECT_EQ(r3.outcome, Outcome::Delivered) << r3.detail;
+    EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-crash-gone").size(), 1u);
+}

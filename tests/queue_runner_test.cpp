@@ -39,14 +39,26 @@ struct FakeStore : QueueStore {
         std::lock_guard lock(mutex);
         failed_ids.push_back(id);
     }
+    std::map<std::string, std::string> drafts;
+    void draft_created(const std::string& id, const std::string& draft_id) override {
+        std::lock_guard lock(mutex);
+        drafts[id] = draft_id;
+    }
 };
 
 struct FakeSender : AppSender {
     std::function<mail::DeliveryResult(const mail::Prepared&)> script;
+    std::vector<std::string> previous_drafts;  // what each attempt was told (under mutex)
     std::atomic<int> concurrent{0}, max_concurrent{0}, calls{0};
     std::mutex mutex;
     std::vector<std::pair<std::string, std::string>> inbox;  // mailbox, mime
-    mail::DeliveryResult deliver(const mail::Prepared& p) override {
+    mail::DeliveryResult deliver(const mail::Prepared& p, const mail::Deliverer::Drafts& drafts) override {
+        {
+            std::lock_guard lock(mutex);
+            previous_drafts.push_back(drafts.previous);
+        }
+        if (p.mime.find("Subject: drafty") != std::string::npos && drafts.created)
+            drafts.created("DRAFT-" + std::to_string(calls.load()));
         int now = ++concurrent;
         int seen = max_concurrent.load();
         while (now > seen && !max_concurrent.compare_exchange_weak(seen, now)) {
@@ -193,6 +205,32 @@ TEST(QueueRunner, AfterAnOutageTheFirstSuccessEndsTheOthersBackoff) {
     EXPECT_EQ(std::count(store.delivered_ids.begin(), store.delivered_ids.end(), "P"), 0)
         << "a message that failed for its own reasons keeps its backoff";
     EXPECT_EQ(sender.calls.load(), 8);  // Q1-Q3 and P once each while down, then Q4, Q1-Q3; P not again
+}
+
+TEST(QueueRunner, TheDraftAnAttemptMadeIsRecordedAndHandedToTheNextAttempt) {
+    FakeStore store;
+    FakeSender sender;
+    std::atomic<int> n{0};
+    sender.script = [&](const mail::Prepared&) {
+        return ++n < 2 ? result(mail::Outcome::Transient, 0) : result(mail::Outcome::Delivered);
+    };
+    RunnerOptions o;
+    o.workers = 1;
+    o.backoff_initial = std::chrono::seconds(1);
+    Runner runner(store, {{"a", &sender}}, o);
+    store.bodies["Q1"] = "From: a@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: drafty\r\n\r\nx\r\n";
+    QueuedMessage m = msg("Q1", "alice@sandbox.test", 0);
+    m.draft_id = "FROM-BEFORE-THE-CRASH";  // as enqueue_from_spool() reads it from the spool's state
+    runner.enqueue(m);
+    runner.start();
+    ASSERT_TRUE(runner.wait_idle(std::chrono::seconds(10)));
+    std::lock_guard lock(store.mutex);
+    EXPECT_EQ(store.delivered_ids, std::vector<std::string>{"Q1"});
+    std::lock_guard lock2(sender.mutex);
+    ASSERT_EQ(sender.previous_drafts.size(), 2u);
+    EXPECT_EQ(sender.previous_drafts[0], "FROM-BEFORE-THE-CRASH");
+    EXPECT_EQ(sender.previous_drafts[1], "DRAFT-0");  // the draft the first attempt made, recorded in the store
+    EXPECT_EQ(store.drafts["Q1"], "DRAFT-1");
 }
 
 TEST(QueueRunner, RetryAfterHoldsTheWholeMailboxButNotOthers) {

@@ -381,6 +381,7 @@ TEST(Spool, DeliveryStateSurvivesReopen) {
         Spool sp(opts(dir.path()));
         id = commit_one(sp, "Subject: hi\r\n\r\nbody\r\n");
         ASSERT_FALSE(sp.mark_attempt(id, "429 throttled", next - 5));
+        ASSERT_FALSE(sp.set_draft(id, "AAMkAGI2=+/draft"));  // a Graph draft the attempt made
         ASSERT_FALSE(sp.mark_attempt(id, "503 ServiceUnavailable \n\x01", next));
     }
     {
@@ -392,6 +393,7 @@ TEST(Spool, DeliveryStateSurvivesReopen) {
         EXPECT_EQ(rec[0].state.last_error, "503 ServiceUnavailable \n\x01");
         EXPECT_EQ(rec[0].state.status, Status::Deferred);
         EXPECT_GT(rec[0].state.last_attempt_ms, 0);
+        EXPECT_EQ(rec[0].state.draft_id, "AAMkAGI2=+/draft");  // kept across later attempts and a restart
         auto e = sp.load(id);
         ASSERT_TRUE(e);
         EXPECT_EQ(e->state.attempts, 2u);

@@ -228,7 +228,7 @@ std::optional<DeliveryResult> attach_file(const GraphCall& call, http::Client& u
     return std::nullopt;
 }
 
-DeliveryResult Deliverer::deliver(const Prepared& message) {
+DeliveryResult Deliverer::deliver(const Prepared& message, const Drafts* drafts) {
     std::vector<std::string> ids;
     auto call = [&](http::Request r) {
         add_prefer(r);
@@ -265,7 +265,36 @@ DeliveryResult Deliverer::deliver(const Prepared& message) {
         return finish(d);
     }
 
-    // Draft path.
+    // Draft path. First the draft an interrupted attempt left (its id was recorded before the crash):
+    // no longer a draft = that attempt's send went through; still a draft = delete it and start over;
+    // gone = start over; unknown = try later (never risk sending twice or deleting a sent copy).
+    if (drafts && !drafts->previous.empty()) {
+        const std::string old_msg = base + "/messages/" + url_encode(drafts->previous);
+        http::Request q;
+        q.method = "GET";
+        q.url = old_msg + "?$select=isDraft";
+        auto st = call(std::move(q));
+        std::optional<bool> is_draft;
+        if (st.response.status == 200) is_draft = json_bool(st.response.body, "isDraft");
+        if (is_draft && !*is_draft) {
+            DeliveryResult d;
+            d.outcome = Outcome::Delivered;
+            d.http_status = 202;
+            d.step = "send draft";
+            d.detail = "sent by an earlier, interrupted attempt (its draft is no longer a draft)";
+            return finish(d);
+        }
+        if (is_draft && *is_draft) {
+            http::Request r;
+            r.method = "DELETE";
+            r.url = old_msg;
+            auto res = call(std::move(r));
+            if (res.response.status != 204 && res.response.status != 200 && res.response.status != 404)
+                return finish(failure(res, "delete the interrupted attempt's draft"));
+        } else if (st.response.status != 404) {
+            return finish(failure(st, "look up the interrupted attempt's draft"));
+        }
+    }
     std::string draft_id;
     {
         http::Request r;
@@ -283,6 +312,7 @@ DeliveryResult Deliverer::deliver(const Prepared& message) {
             return finish(d);
         }
         draft_id = *id;
+        if (drafts && drafts->created) drafts->created(draft_id);
     }
     const std::string msg = base + "/messages/" + url_encode(draft_id);
     auto abandon = [&](DeliveryResult d) {

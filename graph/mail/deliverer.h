@@ -73,7 +73,16 @@ class Deliverer {
     // Both references must outlive the Deliverer. `upload_http` performs the unauthenticated upload PUTs.
     Deliverer(http::GraphClient& graph, http::Client& upload_http, DeliveryOptions options = {});
 
-    DeliveryResult deliver(const Prepared& message);
+    // A draft made by an earlier attempt of the same message, and where to record the one this attempt
+    // makes (drafts are made for big messages and exact recipients: create, attachments, send). The
+    // caller persists the id before the attachments go up, so that after a crash the next attempt can
+    // tell "already sent" (the id no longer names a draft: delivered, nothing sent twice) from "never
+    // sent" (deleted, then made afresh: no orphan left in the sender's Drafts).
+    struct Drafts {
+        std::string previous;                               // "" = none
+        std::function<void(const std::string&)> created;  // may throw (nothing is cleaned up then)
+    };
+    DeliveryResult deliver(const Prepared& message, const Drafts* drafts = nullptr);
 
     // Create `mime` in the Inbox of `mailbox` (see the header comment: it is a draft there).
     DeliveryResult store_in_inbox(std::string_view mailbox, const std::string& mime);

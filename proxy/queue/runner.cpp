@@ -227,7 +227,13 @@ void Runner::attempt(QueuedMessage& m) {
         bounce(body, prepared.error->message, prepared.error->enhanced, nullptr, sender);
         return;
     }
-    mail::DeliveryResult r = sender->deliver(prepared);
+    mail::Deliverer::Drafts drafts;
+    drafts.previous = m.draft_id;
+    drafts.created = [&](const std::string& draft_id) {
+        store_.draft_created(m.id, draft_id);
+        m.draft_id = draft_id;
+    };
+    mail::DeliveryResult r = sender->deliver(prepared, drafts);
     std::string request_id = r.request_ids.empty() ? r.request_id : r.request_ids.back();
     bool expired = env.received_at > 0 && now() - env.received_at > options_.lifetime.count();
     const char* outcome = r.outcome == mail::Outcome::Delivered                ? "delivered"

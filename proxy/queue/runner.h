@@ -41,6 +41,9 @@ struct QueuedMessage {
     // The last attempt failed for the whole app, not for this message (no token, Graph unreachable):
     // once a delivery of the same app succeeds, it is due again at once instead of after its backoff.
     bool waiting_for_app = false;
+    // The draft an earlier attempt made (big messages), recorded in the spool before its attachments went
+    // up: the next attempt checks it first (sent already, or an orphan to delete).
+    std::string draft_id;
 };
 
 // Thrown by QueueStore::read_body when the entry no longer exists (e.g. `graphbridge queue delete`):
@@ -57,13 +60,15 @@ public:
     virtual void delivered(const std::string& id) = 0;
     virtual void deferred(const std::string& id, const std::string& error, std::int64_t next_attempt) = 0;
     virtual void failed(const std::string& id, const std::string& reason) = 0;
+    // An attempt made a draft; durable when it returns (it is checked after a crash).
+    virtual void draft_created(const std::string& id, const std::string& draft_id) = 0;
 };
 
 // Sends one prepared message as one app; one per configured app (token broker + Graph client inside).
 class AppSender {
 public:
     virtual ~AppSender() = default;
-    virtual mail::DeliveryResult deliver(const mail::Prepared& message) = 0;
+    virtual mail::DeliveryResult deliver(const mail::Prepared& message, const mail::Deliverer::Drafts& drafts) = 0;
     virtual mail::DeliveryResult store_in_inbox(const std::string& mailbox, const std::string& mime) = 0;
 };
 

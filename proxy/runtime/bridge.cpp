@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -142,6 +143,9 @@ public:
         report(spool_.mark_attempt(id, error, next * 1000));
     }
     void failed(const std::string& id, const std::string& reason) override { report(spool_.fail(id, reason)); }
+    void draft_created(const std::string& id, const std::string& draft_id) override {
+        report(spool_.set_draft(id, draft_id));
+    }
 
 private:
     static void report(const std::optional<spool::Error>& e) {
@@ -186,7 +190,9 @@ public:
         source_->set_timeout_ms(timeout_ms);
     }
     sync::MailSource& source() { return *source_; }
-    mail::DeliveryResult deliver(const mail::Prepared& m) override { return deliverer_->deliver(m); }
+    mail::DeliveryResult deliver(const mail::Prepared& m, const mail::Deliverer::Drafts& drafts) override {
+        return deliverer_->deliver(m, &drafts);
+    }
 
     // Without Mail.ReadWrite only the one-request MIME sendMail is possible (no drafts, no upload
     // sessions): a message whose base64 exceeds the request limit can never be sent, so the SMTP side
@@ -263,6 +269,9 @@ struct Bridge::Impl {
     std::mutex chores_mutex;
     std::condition_variable chores_cv;
     bool stopping = false;
+    // The chores loop's last round (it takes the servers', queue's and sync's locks each second): the
+    // systemd watchdog is fed only while it keeps turning.
+    std::atomic<std::chrono::steady_clock::rep> heartbeat{std::chrono::steady_clock::now().time_since_epoch().count()};
 
     void enqueue_from_spool(const std::string& id) {
         auto entry = spool->load(id);
@@ -272,6 +281,7 @@ struct Bridge::Impl {
         m.envelope = from_spool(entry->envelope);
         m.attempts = static_cast<int>(entry->state.attempts);
         m.next_attempt = entry->state.next_attempt_ms / 1000;
+        m.draft_id = entry->state.draft_id;
         runner->enqueue(std::move(m));
     }
 
@@ -289,6 +299,7 @@ struct Bridge::Impl {
             std::size_t sessions = (smtp ? smtp->stats().active : 0) + (imap ? imap->stats().active : 0) +
                                    (pop3 ? pop3->stats().active : 0);
             peak_sessions = std::max(peak_sessions, sessions);
+            heartbeat.store(std::chrono::steady_clock::now().time_since_epoch().count());
             if (peak_sessions - sessions >= 1000 || tick % 120 == 0) {
                 ::malloc_trim(0);
                 peak_sessions = sessions;
@@ -610,6 +621,10 @@ void Bridge::stop() {
 }
 
 std::uint16_t Bridge::admin_port() const { return impl_->admin ? impl_->admin->port() : 0; }
+
+std::chrono::steady_clock::time_point Bridge::last_heartbeat() const {
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(impl_->heartbeat.load()));
+}
 
 std::vector<std::uint16_t> Bridge::smtp_ports() const { return impl_->smtp->ports(); }
 std::vector<std::uint16_t> Bridge::imap_ports() const {

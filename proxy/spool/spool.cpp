@@ -255,6 +255,11 @@ std::string encode_state(const DeliveryState& st) {
                        st.last_attempt_ms, status_name(st.status));
     escape_into(out, std::string_view(st.last_error).substr(0, kMaxErrorText), false);
     out += "\n";
+    if (!st.draft_id.empty()) {
+        out += "draft=";
+        escape_into(out, std::string_view(st.draft_id).substr(0, kMaxErrorText), false);
+        out += "\n";
+    }
     out += "sum=" + auth::hex_lower(auth::sha256(out)) + "\n";
     return out;
 }
@@ -287,6 +292,8 @@ std::optional<DeliveryState> decode_state(std::string_view text) {
                 return std::nullopt;
         } else if (k == "error") {
             st.last_error = v;
+        } else if (k == "draft") {
+            st.draft_id = v;
         }
     }
     return st;
@@ -1026,6 +1033,19 @@ void Spool::mark_attempt_async(std::string_view id, std::string_view error, std:
     }
     op->done = std::move(d);
     submit(std::move(op));
+}
+
+std::optional<Error> Spool::set_draft(std::string_view id, std::string_view draft_id) {
+    std::unique_ptr<Op> op;
+    std::unique_lock lk(state_mutex_);
+    auto e = update_state(id, [&](DeliveryState& st) { st.draft_id = std::string(draft_id); }, op);
+    if (e) return e;
+    std::promise<std::optional<Error>> p;
+    auto f = p.get_future();
+    op->done = [&p](std::optional<Error> err) { p.set_value(std::move(err)); };
+    submit(std::move(op));
+    lk.unlock();
+    return f.get();
 }
 
 std::optional<Error> Spool::mark_attempt(std::string_view id, std::string_view error,

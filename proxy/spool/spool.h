@@ -157,6 +157,7 @@ struct DeliveryState {
     std::int64_t last_attempt_ms = 0;
     std::string last_error;  // bounded to 1000 bytes when stored
     Status status = Status::Queued;
+    std::string draft_id;    // the Graph draft the last attempt made ("" = none), checked after a crash
 };
 
 // What list() and recover() report per entry (no body, no full recipient list).
@@ -317,6 +318,8 @@ class Spool {
     std::vector<EntryInfo> list_dead();
 
     using Done = std::function<void(std::optional<Error>)>;
+    // An attempt made this Graph draft (before uploading its attachments); durable when it returns.
+    std::optional<Error> set_draft(std::string_view id, std::string_view draft_id);
     // A failed attempt: attempts+1, last error, next attempt time; durable when it returns.
     std::optional<Error> mark_attempt(std::string_view id, std::string_view error,
                                       std::int64_t next_attempt_ms);
