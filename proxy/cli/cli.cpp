@@ -5,15 +5,19 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <mutex>
+#include <thread>
 
 #include "auth/password.h"
 #include "proxy/cli/cert.h"
 #include "proxy/cli/check.h"
 #include "proxy/cli/queue_cmd.h"
 #include "proxy/runtime/bridge.h"
+#include "proxy/runtime/sd_notify.h"
 #include "common/log.h"
 #include "graph/sandbox/provision.h"
 #include "graph/sandbox/server.h"
@@ -180,10 +184,36 @@ std::unique_ptr<runtime::Bridge> start_bridge(const std::string& path, std::ostr
 int serve(const std::string& path, std::ostream& err) {
     sigset_t stop_signals = block_stop_signals();
     auto bridge = start_bridge(path, err);
-    if (!bridge) return 1;
+    if (!bridge) {
+        runtime::sd_notify("STATUS=failed to start (see the journal)");
+        return 1;
+    }
+    runtime::sd_notify("READY=1\nSTATUS=serving");
+    // systemd's watchdog (WatchdogSec=): fed at half the interval, and only while the bridge's
+    // housekeeping loop keeps turning; a wedged bridge is restarted by systemd.
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::thread watchdog;
+    if (auto interval = runtime::sd_watchdog_interval()) {
+        watchdog = std::thread([&, every = *interval / 2, limit = *interval] {
+            std::unique_lock lock(mu);
+            while (!cv.wait_for(lock, every, [&] { return done; })) {
+                if (std::chrono::steady_clock::now() - bridge->last_heartbeat() < limit)
+                    runtime::sd_notify("WATCHDOG=1");
+            }
+        });
+    }
     int sig = 0;
     sigwait(&stop_signals, &sig);
     log::info("main", "stopping", {{"signal", sig}});
+    runtime::sd_notify("STOPPING=1\nSTATUS=stopping");
+    {
+        std::lock_guard lock(mu);
+        done = true;
+    }
+    cv.notify_all();
+    if (watchdog.joinable()) watchdog.join();
     bridge->stop();
     return 0;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,7 +29,9 @@ public:
     std::vector<std::uint16_t> imap_ports() const;   // plain, then implicit TLS (empty: IMAP off)
     std::vector<std::uint16_t> pop3_ports() const;   // plain, then implicit TLS (empty: POP3 off)
     std::size_t recovered() const;
-    std::uint16_t admin_port() const;  // the admin endpoint's bound port (0 before start)                   // messages found in the spool at start
+    std::uint16_t admin_port() const;  // the admin endpoint's bound port (0 before start)
+    // When the bridge's housekeeping loop last completed a round (every second while healthy).
+    std::chrono::steady_clock::time_point last_heartbeat() const;                   // messages found in the spool at start
     std::string tls_cert_path() const;
 
 private:
