@@ -268,22 +268,31 @@ DeliveryResult Deliverer::deliver(const Prepared& message, const Drafts* drafts)
     // Draft path. First the draft an interrupted attempt left (its id was recorded before the crash):
     // no longer a draft = that attempt's send went through; still a draft = delete it and start over;
     // gone = start over; unknown = try later (never risk sending twice or deleting a sent copy).
-    if (drafts && !drafts->previous.empty()) {
-        const std::string old_msg = base + "/messages/" + url_encode(drafts->previous);
+    // Whether a draft we made is still a draft (nullopt: could not tell), and the answer that said so.
+    auto still_draft = [&](const std::string& path, http::GraphResult& answer) -> std::optional<bool> {
         http::Request q;
         q.method = "GET";
-        q.url = old_msg + "?$select=isDraft";
-        auto st = call(std::move(q));
-        std::optional<bool> is_draft;
-        if (st.response.status == 200) is_draft = json_bool(st.response.body, "isDraft");
-        if (is_draft && !*is_draft) {
-            DeliveryResult d;
-            d.outcome = Outcome::Delivered;
-            d.http_status = 202;
-            d.step = "send draft";
-            d.detail = "sent by an earlier, interrupted attempt (its draft is no longer a draft)";
-            return finish(d);
-        }
+        q.url = path + "?$select=isDraft";
+        answer = call(std::move(q));
+        if (answer.response.status != 200) return std::nullopt;
+        return json_bool(answer.response.body, "isDraft");
+    };
+    // Delivered although this attempt did not see the 202: the draft was sent (no longer a draft; with
+    // immutable ids its id now names the Sent Items copy).
+    auto sent_already = [&](std::string why) {
+        DeliveryResult d;
+        d.outcome = Outcome::Delivered;
+        d.http_status = 202;
+        d.step = "send draft";
+        d.detail = std::move(why);
+        return finish(d);
+    };
+    if (drafts && !drafts->previous.empty()) {
+        const std::string old_msg = base + "/messages/" + url_encode(drafts->previous);
+        http::GraphResult st;
+        auto is_draft = still_draft(old_msg, st);
+        if (is_draft && !*is_draft)
+            return sent_already("sent by an earlier, interrupted attempt (its draft is no longer a draft)");
         if (is_draft && *is_draft) {
             http::Request r;
             r.method = "DELETE";
@@ -356,20 +365,10 @@ DeliveryResult Deliverer::deliver(const Prepared& message, const Drafts* drafts)
         // anything else: sent (no longer a draft; its immutable id now names the Sent Items copy) means
         // delivered; still a draft means not sent; unknown means keep it and retry later (at least
         // once: a duplicate is possible, a loss is not). Deleting it blindly could delete the sent copy.
-        http::Request q;
-        q.method = "GET";
-        q.url = msg + "?$select=isDraft";
-        auto st = call(std::move(q));
-        std::optional<bool> is_draft;
-        if (st.response.status == 200) is_draft = json_bool(st.response.body, "isDraft");
-        if (is_draft && !*is_draft) {
-            DeliveryResult d;
-            d.outcome = Outcome::Delivered;
-            d.http_status = 202;
-            d.step = "send draft";
-            d.detail = "sent despite " + failed.detail + " (the draft was no longer a draft)";
-            return finish(d);
-        }
+        http::GraphResult st;
+        auto is_draft = still_draft(msg, st);
+        if (is_draft && !*is_draft)
+            return sent_already("sent despite " + failed.detail + " (the draft was no longer a draft)");
         if (is_draft && *is_draft) return abandon(failed);
         return finish(failed);
     }
