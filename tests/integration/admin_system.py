@@ -123,6 +123,12 @@ def main():
         check(not_ready and "app sandbox" in body, "/readyz 503 naming the app while no token can be had: %r" %
               body.strip()[:120])
         check(get(port, "/healthz")[0] == 200, "/healthz stays 200 (alive, just not ready)")
+        # The failure is counted once the token request is answered (it may still be on its way when
+        # /readyz first says 503) and the delivery deferred: wait for both.
+        rs.wait_for(lambda: (lambda m: m['graphbridge_token_failures_total{app="sandbox"}'] >
+                             m3['graphbridge_token_failures_total{app="sandbox"}'] and
+                             m["graphbridge_messages_deferred_total"] > m3["graphbridge_messages_deferred_total"])(
+                                 metrics(port)), 15, 0.2)
         m4 = metrics(port)
         check(m4['graphbridge_token_usable{app="sandbox"}'] == 0 and
               m4['graphbridge_token_failures_total{app="sandbox"}'] > m3['graphbridge_token_failures_total{app="sandbox"}'],
