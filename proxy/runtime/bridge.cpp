@@ -506,6 +506,9 @@ void Bridge::Impl::register_metrics() {
                     Type::Gauge);
     registry.collector([this](Sink& s) {
         auto n = [](auto v) { return static_cast<double>(v); };
+        const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count();  // unix seconds, for the ages below
         // One protocol's front end: open sessions, connections, refusals, failed logins (IMAP counts its
         // failures in the shared throttle only).
         auto server = [&](const char* protocol, std::size_t active, std::uint64_t connections, std::uint64_t refused,
@@ -537,9 +540,6 @@ void Bridge::Impl::register_metrics() {
             s.sample("graphbridge_delivery_attempts_total", {}, n(st.attempts));
             s.sample("graphbridge_queue_depth", {}, n(st.queued + st.in_flight));
             s.sample("graphbridge_queue_in_flight", {}, n(st.in_flight));
-            std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count();
             s.sample("graphbridge_queue_oldest_age_seconds", {},
                      st.oldest_received > 0 ? n(std::max<std::int64_t>(0, now - st.oldest_received)) : 0.0);
         }
@@ -559,9 +559,6 @@ void Bridge::Impl::register_metrics() {
             auto st = mail->stats();
             s.sample("graphbridge_sync_polls_total", {}, n(st.polls));
             s.sample("graphbridge_sync_poll_errors_total", {}, n(st.poll_errors));
-            std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count();
             for (const auto& [mailbox, at] : mail->last_synced())
                 s.sample("graphbridge_sync_lag_seconds", {{"mailbox", mailbox}}, n(std::max<std::int64_t>(0, now - at)));
         }
