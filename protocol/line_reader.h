@@ -32,6 +32,8 @@ public:
     void wipe();
     // Bytes buffered for the current incomplete line (bounded by max_line).
     std::size_t buffered() const { return line_.size(); }
+    // Part of a line has been read (the last complete line, still held, does not count).
+    bool partial() const { return !complete_ && !line_.empty(); }
 
 private:
     std::size_t max_line_;

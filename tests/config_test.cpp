@@ -262,6 +262,17 @@ TEST_F(ConfigTest, GraphTimeout) {
     }
 }
 
+TEST_F(ConfigTest, ShutdownTimeout) {
+    EXPECT_EQ(load(write(kValid)).shutdown_timeout_ms, 30000);
+    EXPECT_EQ(load(write("shutdown_timeout = \"5s\"\n" + std::string(kValid))).shutdown_timeout_ms, 5000);
+    EXPECT_EQ(load(write("shutdown_timeout = 0\n" + std::string(kValid))).shutdown_timeout_ms, 0);
+    for (const char* bad : {"\"-1s\"", "\"2h\"", "\"soon\"", "true"}) {
+        auto p = problems(std::string("shutdown_timeout = ") + bad + "\n" + kValid);
+        ASSERT_EQ(p.size(), 1u) << bad;
+        EXPECT_EQ(p[0].key, "shutdown_timeout") << bad;
+    }
+}
+
 TEST_F(ConfigTest, ProxyProtocolListenersNeedTrustedSources) {
     std::string text = kValid;
     text.insert(text.find("[log]"), "[imap]\nlisten = [\"127.0.0.1:1143\", \"0.0.0.0:2143\"]\n"

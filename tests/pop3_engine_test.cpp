@@ -739,3 +739,26 @@ TEST(Pop3Engine, BackendExceptionsBecomeErrors) {
     std::string out = e.take_output();
     EXPECT_NE(out.find("-ERR [SYS/TEMP] Local error in processing\r\n+OK\r\n"), std::string::npos) << out;
 }
+
+// Graceful shutdown asks between_commands() before saying goodbye: not with half a command line read,
+// an answer pending, or a multi-line answer still being sent.
+TEST(Pop3Engine, BetweenCommandsOnlyWhenNothingIsInProgress) {
+    FakeBackend be;
+    be.defer = {"retrieve"};
+    Pop3Engine e(test_config(), kLoopback, be);
+    EXPECT_FALSE(e.between_commands());  // the greeting is not sent yet
+    e.take_output();
+    EXPECT_TRUE(e.between_commands());
+    e.feed(kLogin);
+    while (e.has_output()) e.take_output();
+    EXPECT_TRUE(e.between_commands());
+    e.feed("RE");
+    EXPECT_FALSE(e.between_commands());  // half a command
+    e.feed("TR 1\r\n");
+    ASSERT_TRUE(e.awaiting_backend());
+    EXPECT_FALSE(e.between_commands());  // the message is being fetched
+    e.resume(Answer::accept());
+    EXPECT_FALSE(e.between_commands());  // and being sent
+    while (e.has_output()) e.take_output();
+    EXPECT_TRUE(e.between_commands());
+}

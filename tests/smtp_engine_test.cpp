@@ -932,3 +932,35 @@ TEST(SmtpParser, Paths) {
     EXPECT_EQ(parse_path_argument("TO:<\"j\xc3\xb6rg \xe2\x80\x94 x\"@c.d>", "TO", false, p),
               PathError::None);
 }
+
+// Graceful shutdown asks between_transactions() before saying 421: never in the middle of a command
+// line, an AUTH exchange, a transaction or its DATA, or while an answer is pending.
+TEST(SmtpEngine, BetweenTransactionsOnlyWhenNothingIsInProgress) {
+    FakeBackend be;
+    be.defer = {"data_end"};
+    SmtpEngine e(test_config(), ConnectionInfo{true, false}, be);
+    e.take_output();
+    EXPECT_TRUE(e.between_transactions());  // just greeted
+    e.feed("EHLO client.te");
+    EXPECT_FALSE(e.between_transactions());  // half a command line
+    e.feed("st\r\n");
+    EXPECT_TRUE(e.between_transactions());
+    e.feed("AUTH LOGIN\r\n");
+    EXPECT_FALSE(e.between_transactions());  // waiting for the user name
+    e.feed("*\r\n");                          // cancelled
+    EXPECT_TRUE(e.between_transactions());
+    e.feed("MAIL FROM:<a@example.com>\r\n");
+    EXPECT_FALSE(e.between_transactions());  // a transaction
+    e.feed("RCPT TO:<b@example.com>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n");
+    EXPECT_FALSE(e.between_transactions());  // in DATA
+    e.feed(".\r\n");
+    ASSERT_TRUE(e.awaiting_backend());
+    EXPECT_FALSE(e.between_transactions());  // the message is being made durable
+    e.resume(Answer(Reply{250, "2.0.0", "Ok: queued as Q1"}));
+    EXPECT_TRUE(e.between_transactions());   // answered: now 421 cuts nothing off
+    e.take_output();
+    e.shutdown();
+    EXPECT_EQ(e.take_output().substr(0, 9), "421 4.3.2");
+    EXPECT_TRUE(e.wants_close());
+    EXPECT_FALSE(e.between_transactions());
+}

@@ -77,6 +77,54 @@ TEST(SmtpPolicy, RelayNetworksSendAsTheirMailboxOnlyAndEveryoneElseIsRefused) {
     }
 }
 
+TEST(SmtpPolicy, ReloadAppliesToLaterDecisionsAndEndsChangedAccounts) {
+    Policy p(cfg());
+    auto scanner = p.authenticate("scanner", Secret("printer-pass"));
+    ASSERT_TRUE(scanner);
+    EXPECT_TRUE(p.still_valid(*scanner));
+
+    // Same account with a narrower send-as list, a second account, the relay network moved.
+    config::Config next = cfg();
+    next.accounts[0].send_as = {"scanner@contoso.com"};
+    config::AccountConfig fax = next.accounts[0];
+    fax.login = "fax";
+    fax.mailbox = "Fax@contoso.com";
+    fax.send_as = {"fax@contoso.com"};
+    next.accounts.push_back(fax);
+    next.relays[0].networks = {*config::parse_network("10.9.0.0/16")};
+    p.reload(next);
+
+    EXPECT_TRUE(p.still_valid(*scanner));  // only its send-as list changed: the session goes on
+    EXPECT_TRUE(p.mail_from(scanner, "10.0.0.9", "scanner@contoso.com").ok);
+    auto noreply = p.mail_from(scanner, "10.0.0.9", "noreply@contoso.com");  // taken away by the reload
+    EXPECT_FALSE(noreply.ok);
+    EXPECT_EQ(noreply.code, 553);
+    EXPECT_TRUE(p.authenticate("fax", Secret("printer-pass")));
+    EXPECT_EQ(p.accounts().size(), 2u);
+    EXPECT_FALSE(p.mail_from(std::nullopt, "192.168.10.77", "x@y.z").ok);  // the old relay network
+    auto moved = p.mail_from(std::nullopt, "10.9.3.4", "x@y.z");
+    ASSERT_TRUE(moved.ok);
+    EXPECT_EQ(moved.identity->mailbox, "printer@contoso.com");
+
+    // A new password (or a removal) ends what the old login allowed.
+    config::Config rehashed = next;
+    rehashed.accounts[0].password_hash = auth::hash_password("new-pass-2");
+    p.reload(rehashed);
+    EXPECT_FALSE(p.still_valid(*scanner));
+    auto refused = p.mail_from(scanner, "10.0.0.9", "scanner@contoso.com");
+    EXPECT_FALSE(refused.ok);
+    EXPECT_EQ(refused.code, 530);
+    EXPECT_FALSE(p.authenticate("scanner", Secret("printer-pass")));
+    EXPECT_TRUE(p.authenticate("scanner", Secret("new-pass-2")));
+    config::Config removed = next;
+    removed.accounts.erase(removed.accounts.begin());
+    p.reload(removed);
+    auto fax_login = p.authenticate("fax", Secret("printer-pass"));
+    ASSERT_TRUE(fax_login);
+    EXPECT_TRUE(p.still_valid(*fax_login));
+    EXPECT_FALSE(p.authenticate("scanner", Secret("new-pass-2")));
+}
+
 TEST(AuthThrottle, GrowingDelaysPerAddressAndBoundedMemory) {
     AuthThrottle::Options o;
     o.free_failures = 2;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <atomic>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -80,6 +81,12 @@ struct Client::Impl {
         if (store) X509_STORE_free(store);
     }
     std::mutex share_locks[CURL_LOCK_DATA_LAST];
+    std::atomic<bool> aborted{false};
+
+    // CURLOPT_XFERINFOFUNCTION: called at least once a second during a transfer; non-zero aborts it.
+    static int progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+        return static_cast<Impl*>(user)->aborted.load() ? 1 : 0;
+    }
 
     static void lock(CURL*, curl_lock_data data, curl_lock_access, void* user) {
         static_cast<Impl*>(user)->share_locks[data].lock();
@@ -134,8 +141,14 @@ Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>()) {
 
 Client::~Client() = default;
 
+void Client::abort_transfers() { impl_->aborted = true; }
+
 Response Client::perform(const Request& request) {
     Response r;
+    if (impl_->aborted) {
+        r.error = "aborted: shutting down";
+        return r;
+    }
     CURL* h = curl_easy_init();
     if (!h) {
         r.error = "curl_easy_init failed";
@@ -175,12 +188,17 @@ Response Client::perform(const Request& request) {
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &r.headers);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &Impl::progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, impl_.get());
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     CURLcode rc = curl_easy_perform(h);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
     } else {
         r.timed_out = rc == CURLE_OPERATION_TIMEDOUT;
-        r.error = sink.overflow ? "response body exceeds the limit" : (errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        r.error = sink.overflow                     ? "response body exceeds the limit"
+                  : rc == CURLE_ABORTED_BY_CALLBACK ? "aborted: shutting down"
+                                                    : (errbuf[0] ? errbuf : curl_easy_strerror(rc));
         r.body.clear();
         r.headers.clear();
     }

@@ -49,6 +49,10 @@ public:
 
     Response perform(const Request& request);
 
+    // Shutdown past its grace period: transfers in progress end within about a second with an error
+    // ("aborted: shutting down"), as do later calls. Thread-safe; cannot be undone.
+    void abort_transfers();
+
 private:
     struct Impl;
     std::unique_ptr<Impl> impl_;

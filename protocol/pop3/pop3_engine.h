@@ -226,6 +226,11 @@ class Pop3Engine {
     std::size_t deleted_count() const { return deleted_count_; }
     // Bytes of client input the engine is holding (the partial command line).
     std::size_t buffered_input() const { return mode_ == Mode::Closed ? 0 : lines_.buffered(); }
+    // Nothing in progress: no AUTH exchange, no answer pending or being sent, no partial command (a
+    // graceful shutdown may say goodbye now without cutting anything off).
+    bool between_commands() const {
+        return mode_ == Mode::Command && pending_ == Pending::None && !has_output() && !lines_.partial();
+    }
 
   private:
     enum class Mode { Command, AuthLine, StartTls, Closed };

@@ -233,6 +233,12 @@ class SmtpEngine {
     void shutdown();
     // The peer went away: drop the transaction (backend.transaction_reset) and any pending answer.
     void connection_lost();
+    // Nothing in progress: no mail transaction, no AUTH exchange, no answer pending, no partial command
+    // (a graceful shutdown may say 421 now without cutting anything off).
+    bool between_transactions() const {
+        return mode_ == Mode::Command && !session_.transaction && pending_ == Pending::None && held_.empty() &&
+               !lines_.partial();
+    }
 
     const Session& session() const { return session_; }
     // Bytes of client input the engine is holding (held input + the partial command line).

@@ -183,6 +183,8 @@ std::unique_ptr<runtime::Bridge> start_bridge(const std::string& path, std::ostr
 
 int serve(const std::string& path, std::ostream& err) {
     sigset_t stop_signals = block_stop_signals();
+    sigaddset(&stop_signals, SIGHUP);  // reload (blocked before any thread starts, like the stop signals)
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     auto bridge = start_bridge(path, err);
     if (!bridge) {
         runtime::sd_notify("STATUS=failed to start (see the journal)");
@@ -205,16 +207,37 @@ int serve(const std::string& path, std::ostream& err) {
         });
     }
     int sig = 0;
-    sigwait(&stop_signals, &sig);
+    for (;;) {
+        sigwait(&stop_signals, &sig);
+        if (sig != SIGHUP) break;
+        // Reload: accounts, relay networks, the TLS certificate and the log level; connections stay.
+        runtime::sd_notify("RELOADING=1\nSTATUS=reloading the configuration");
+        auto r = bridge->reload();
+        if (!r.ok) {
+            for (const auto& e : r.errors) log::error("main", "reload refused: the running configuration stays", {{"problem", e}});
+            runtime::sd_notify("READY=1\nSTATUS=serving (last reload refused: see the journal)");
+            continue;
+        }
+        std::string applied, restart;
+        for (const auto& a : r.applied) applied += (applied.empty() ? "" : "; ") + a;
+        for (const auto& n : r.needs_restart) restart += (restart.empty() ? "" : ", ") + n;
+        log::info("main", "configuration reloaded", {{"applied", applied}});
+        if (!restart.empty())
+            log::warn("main", "changed settings that take effect only after a restart", {{"settings", restart}});
+        runtime::sd_notify("READY=1\nSTATUS=serving (configuration reloaded)");
+    }
     log::info("main", "stopping", {{"signal", sig}});
-    runtime::sd_notify("STOPPING=1\nSTATUS=stopping");
+    runtime::sd_notify("STOPPING=1\nSTATUS=stopping: finishing transactions and deliveries in flight");
     {
         std::lock_guard lock(mu);
         done = true;
     }
     cv.notify_all();
     if (watchdog.joinable()) watchdog.join();
-    bridge->stop();
+    auto report = bridge->shutdown(bridge->shutdown_grace());
+    log::info("main", "stopped", {{"took_ms", static_cast<std::int64_t>(report.took.count())},
+                                  {"sessions_cut", static_cast<std::uint64_t>(report.sessions_cut)},
+                                  {"deliveries_aborted", report.deliveries_aborted ? "yes" : "no"}});
     return 0;
 }
 
@@ -316,7 +339,7 @@ int sandbox(const Options& o, std::ostream& out, std::ostream& err) {
     int sig = 0;
     sigwait(&stop_signals, &sig);
     out << fmt::format("\nstopping (signal {})\n", sig) << std::flush;
-    if (bridge) bridge->stop();
+    if (bridge) bridge->shutdown(bridge->shutdown_grace());  // while the emulated Graph still answers
     server.stop();
     return 0;
 }

@@ -228,6 +228,27 @@ public:
         return table_.get(key);
     }
 
+    // A duration: seconds as an integer or text such as "30s", "15m", "12h", "5d", within [min_s, max_s].
+    // Leaves `seconds` alone when the key is absent; a problem (naming `example`) when it is invalid.
+    void duration(std::string_view key, std::int64_t min_s, std::int64_t max_s, std::int64_t& seconds,
+                  std::string_view example) {
+        const toml::node* n = get(key);
+        if (!n) return;
+        std::optional<std::int64_t> v;
+        if (n->is_integer()) v = n->as_integer()->get();
+        else if (n->is_string()) v = parse_duration(n->as_string()->get());
+        if (!v || *v < min_s || *v > max_s)
+            problem(key, fmt::format("must be a duration between {} and {} seconds, e.g. {}", min_s, max_s, example));
+        else seconds = *v;
+    }
+    // The same, kept in milliseconds.
+    void duration_ms(std::string_view key, std::int64_t min_s, std::int64_t max_s, std::int64_t& ms,
+                     std::string_view example) {
+        std::int64_t seconds = ms / 1000;
+        duration(key, min_s, max_s, seconds, example);
+        ms = seconds * 1000;
+    }
+
     std::optional<std::string> str(std::string_view key, bool required) {
         const toml::node* n = get(key);
         if (!n) {
@@ -514,6 +535,7 @@ Config load(const std::string& path) {
         if (v->empty() || v->front() != '/') top.problem("state_dir", "must be an absolute path");
         cfg.state_dir = *v;
     }
+    top.duration_ms("shutdown_timeout", 0, 3600, cfg.shutdown_timeout_ms, "\"30s\"");
 
     if (const toml::table* apps = top.table("app")) {
         for (auto&& [name, node] : *apps) {
@@ -613,20 +635,10 @@ Config load(const std::string& path) {
     }
     if (const toml::table* t = top.table("queue")) {
         Section s(*t, "queue", path, problems);
-        auto duration = [&](const char* key, std::int64_t min, std::int64_t max, std::int64_t& out) {
-            const toml::node* n = s.get(key);
-            if (!n) return;
-            std::optional<std::int64_t> v;
-            if (n->is_integer()) v = n->as_integer()->get();
-            else if (n->is_string()) v = parse_duration(n->as_string()->get());
-            if (!v || *v < min || *v > max)
-                s.problem(key, fmt::format("must be a duration between {} and {} seconds, e.g. \"30s\", \"15m\", "
-                                           "\"12h\", \"5d\"", min, max));
-            else out = *v;
-        };
-        duration("lifetime", 60, 30 * 86400, cfg.queue.lifetime_s);
-        duration("retry_initial", 1, 3600, cfg.queue.retry_initial_s);
-        duration("retry_max", 1, 86400, cfg.queue.retry_max_s);
+        const char* examples = "\"30s\", \"15m\", \"12h\", \"5d\"";
+        s.duration("lifetime", 60, 30 * 86400, cfg.queue.lifetime_s, examples);
+        s.duration("retry_initial", 1, 3600, cfg.queue.retry_initial_s, examples);
+        s.duration("retry_max", 1, 86400, cfg.queue.retry_max_s, examples);
         if (cfg.queue.retry_max_s < cfg.queue.retry_initial_s)
             s.problem("retry_max", "must not be shorter than retry_initial");
         if (auto v = s.integer("workers")) {
@@ -641,14 +653,7 @@ Config load(const std::string& path) {
     }
     if (const toml::table* t = top.table("graph")) {
         Section s(*t, "graph", path, problems);
-        if (const toml::node* n = s.get("timeout")) {
-            std::optional<std::int64_t> v;
-            if (n->is_integer()) v = n->as_integer()->get();
-            else if (n->is_string()) v = parse_duration(n->as_string()->get());
-            if (!v || *v < 1 || *v > 3600)
-                s.problem("timeout", "must be a duration between 1 and 3600 seconds, e.g. \"120s\"");
-            else cfg.graph.timeout_ms = *v * 1000;
-        }
+        s.duration_ms("timeout", 1, 3600, cfg.graph.timeout_ms, "\"120s\"");
         s.finish();
     }
     for (auto [key, set] : {std::pair<const char*, ListenerSet*>{"imap", &cfg.imap},
@@ -659,19 +664,8 @@ Config load(const std::string& path) {
             read_listeners(s, "tls_listen", set->tls_listen);
             read_proxy(s, *set);
             if (set == &cfg.imap) {
-                auto ms = [&](const char* name, std::int64_t min_s, std::int64_t max_s, std::int64_t& out) {
-                    const toml::node* n = s.get(name);
-                    if (!n) return;
-                    std::optional<std::int64_t> v;
-                    if (n->is_integer()) v = n->as_integer()->get();
-                    else if (n->is_string()) v = parse_duration(n->as_string()->get());
-                    if (!v || *v < min_s || *v > max_s)
-                        s.problem(name, fmt::format("must be a duration between {} and {} seconds, e.g. \"15s\"",
-                                                    min_s, max_s));
-                    else out = *v * 1000;
-                };
-                ms("poll_interval", 1, 3600, cfg.imap.poll_interval_ms);
-                ms("idle_poll_interval", 1, 600, cfg.imap.idle_poll_interval_ms);
+                s.duration_ms("poll_interval", 1, 3600, cfg.imap.poll_interval_ms, "\"15s\"");
+                s.duration_ms("idle_poll_interval", 1, 600, cfg.imap.idle_poll_interval_ms, "\"15s\"");
                 if (const toml::node* n = s.get("cache_size")) {
                     std::optional<std::uint64_t> size;
                     if (n->is_string()) size = parse_size(n->as_string()->get());

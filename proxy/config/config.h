@@ -142,6 +142,9 @@ struct TlsConfig {
 struct Config {
     std::string path;
     std::string state_dir = "/var/lib/graphbridge";
+    // SIGTERM: how long sessions in a transaction and deliveries in flight may take to finish before the
+    // rest is cut off (the unit's TimeoutStopSec must be longer).
+    std::int64_t shutdown_timeout_ms = 30000;
     std::map<std::string, AppConfig> apps;
     std::vector<AccountConfig> accounts;
     std::vector<RelayConfig> relays;

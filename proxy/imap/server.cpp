@@ -30,10 +30,12 @@ using asio::use_awaitable;
 struct ImapServer::Impl {
     ServerOptions options;
     SessionServices services;
-    net::Listeners listeners;
     asio::thread_pool work;
-    std::unique_ptr<asio::ssl::context> tls;
+    net::ServerTls tls;
     std::atomic<std::size_t> active{0};
+
+    // Last: destroyed first, with the connections still running at stop(), which use the members above.
+    net::Listeners listeners;
 
     Impl(ServerOptions o, SessionServices s)
         : options(std::move(o)), services(s), work(static_cast<std::size_t>(std::max(1, options.work_threads))) {}
@@ -43,7 +45,7 @@ namespace {
 
 constexpr std::size_t kOutputHigh = 256 * 1024;  // stop producing while this much output is queued
 
-class Connection : public std::enable_shared_from_this<Connection> {
+class Connection : public std::enable_shared_from_this<Connection>, public net::Drainable {
 public:
     Connection(ImapServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id, std::string client_ip)
         : srv_(srv),
@@ -66,6 +68,19 @@ public:
 
     awaitable<void> run();
 
+    // Graceful shutdown: a session between commands (or in IDLE) gets "* BYE" now; a command in
+    // progress (an APPEND literal arriving, a MOVE being carried out) finishes and is answered first.
+    void drain() override {
+        asio::post(strand_, [self = shared_from_this()] {
+            self->draining_ = true;
+            if (self->reading_) {
+                self->drain_cancelled_ = true;
+                boost::system::error_code ignored;
+                self->lowest().cancel(ignored);
+            }
+        });
+    }
+
 private:
     awaitable<void> writer();
     void enqueue(std::string data) {
@@ -84,7 +99,7 @@ private:
     // Runs one session action on the work strand (the session's thread), then returns to the I/O strand
     // with the session's output queued to the writer. (An enum, not a lambda: GCC 12 destroys
     // non-trivial temporaries in a co_await full-expression twice.)
-    enum class Action { Feed, Step, TlsStarted };
+    enum class Action { Feed, Step, TlsStarted, Drain };
     void act(Action action) {
         // A failure below the session (the state database unreadable or full, memory) ends this connection
         // with a BYE; it must never escape into the thread pool, which would end the whole process.
@@ -99,6 +114,9 @@ private:
                     break;
                 case Action::TlsStarted:
                     session_->tls_started();
+                    break;
+                case Action::Drain:
+                    if (session_->quiet()) session_->shutdown();
                     break;
             }
         } catch (const std::exception& e) {
@@ -145,8 +163,12 @@ private:
     asio::any_io_executor strand_;
     asio::strand<asio::thread_pool::executor_type> work_;
     tcp::socket socket_;
+    std::shared_ptr<asio::ssl::context> tls_ctx_;  // before tls_: outlives the stream
     std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;
     bool implicit_tls_;
+    bool draining_ = false;         // the server is shutting down
+    bool reading_ = false;          // waiting for the client's next bytes
+    bool drain_cancelled_ = false;  // that read was cancelled by drain()
     std::uint64_t id_;
     std::string ip_;
     bool loopback_ = false;
@@ -223,7 +245,8 @@ awaitable<std::size_t> Connection::read_some(std::array<char, 8192>& buf) {
 
 awaitable<bool> Connection::handshake() {
     boost::system::error_code ec;
-    tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *srv_.tls);
+    tls_ctx_ = srv_.tls.get();  // the certificate of this moment (a reload may replace it for later ones)
+    tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *tls_ctx_);
     deadline_.expires_after(std::chrono::seconds(30));
     auto self = shared_from_this();
     deadline_.async_wait([self](boost::system::error_code e) {
@@ -242,6 +265,7 @@ awaitable<void> Connection::run() {
         std::atomic<std::size_t>& n;
         ~Active() { --n; }
     } active{srv_.active};
+    net::Tracked tracked(srv_.listeners, weak_from_this());
     if (implicit_tls_ && !co_await handshake()) {
         close_socket();
         co_return;
@@ -249,7 +273,7 @@ awaitable<void> Connection::run() {
     SessionConfig cfg;
     cfg.hostname = srv_.options.hostname;
     cfg.loopback = loopback_;
-    cfg.tls_available = srv_.tls != nullptr;
+    cfg.tls_available = srv_.tls.available();
     cfg.tls_active = implicit_tls_;
     cfg.client_ip = ip_;
     cfg.conn_id = id_;
@@ -283,8 +307,18 @@ awaitable<void> Connection::run() {
             if (busy_) co_await on_session(Action::Step);
             continue;
         }
+        if (draining_) {
+            co_await on_session(Action::Drain);
+            if (want_close_) break;
+        }
+        reading_ = true;
         std::size_t n = co_await read_some(buf);
+        reading_ = false;
         if (n == 0) {
+            if (drain_cancelled_ && !timed_out_) {
+                drain_cancelled_ = false;
+                continue;  // the BYE above, or the command in progress goes on
+            }
             if (timed_out_) enqueue("* BYE Autologout; idle for too long\r\n");
             break;
         }
@@ -323,7 +357,7 @@ ImapServer::~ImapServer() { stop(); }
 void ImapServer::start() {
     Impl& d = *impl_;
     const auto& o = d.options;
-    d.tls = d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version);
+    d.tls.set(d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version));
     net::AcceptOptions accept;
     accept.proxy_protocol = o.proxy_protocol;
     accept.proxy_trusted = o.proxy_trusted;
@@ -334,6 +368,13 @@ void ImapServer::start() {
         net::spawn<Connection>(d, std::move(socket), implicit, id, std::move(client_ip));
     };
     d.listeners.start(std::move(accept), spawn, o.io_threads);
+}
+
+void ImapServer::drain() { impl_->listeners.drain(); }
+
+void ImapServer::reload_tls(const std::string& cert_pem, const std::string& key_pem) {
+    if (!impl_->tls.available()) return;
+    impl_->tls.set(net::make_server_tls(cert_pem, key_pem, impl_->options.tls_min_version));
 }
 
 void ImapServer::stop() {

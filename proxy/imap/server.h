@@ -51,6 +51,12 @@ public:
 
     void start();  // binds (port 0 = ephemeral); throws on bind failure
     void stop();
+    // Graceful shutdown: stops accepting; sessions between commands (or in IDLE) get "* BYE" now, the
+    // others once their command is answered (stats().active counts those still open).
+    void drain();
+    // New TLS connections use this certificate chain and key (PEM); those open keep theirs. Throws
+    // (keeping the old one) when they do not load.
+    void reload_tls(const std::string& cert_pem, const std::string& key_pem);
     std::vector<std::uint16_t> ports() const;  // listen, then tls_listen
     ServerStats stats() const;
 

@@ -178,6 +178,13 @@ void Session::internal_error(std::string_view what) {
     close_ = true;
 }
 
+void Session::shutdown() {
+    if (close_) return;
+    if (idle_tag_ && selected_) svc_.mail->set_fast(selected_->watch_id, false);
+    untagged("BYE Server shutting down; please reconnect");
+    close_ = true;
+}
+
 std::string Session::selected_path() const { return selected_ ? selected_->folder.path : std::string(); }
 
 // ---------------------------------------------------------------------------------------------------
@@ -323,6 +330,14 @@ void Session::handle(const Command& c) {
     for (const auto& r : kTable)
         if (c.name == r.name) row = &r;
     if (!row) return bad(c.tag, "Unknown command");
+    // A reload (SIGHUP) may have removed the account or changed its password or mailbox since the login.
+    if (account_ && svc_.policy && !svc_.policy->still_valid(*account_)) {
+        log::Logger::instance().write(log::Level::Info, "imap", &ctx_, "session ended: the account changed",
+                                      {{"login", log::client_text(account_->login)}});
+        untagged("BYE The account changed (configuration reloaded); please log in again");
+        close_ = true;
+        return;
+    }
     unsigned state = !account_ ? kNotAuth : selected_ ? kSelected : kAuth;
     if (!(row->states & state)) {
         if (state == kNotAuth) return bad(c.tag, "Log in first");

@@ -99,6 +99,11 @@ public:
     // In IDLE: writes queued untagged updates now. Otherwise nothing (they go out at command end).
     void deliver_updates();
     bool idling() const { return idle_tag_.has_value(); }
+    // No command in progress: nothing of one read, no long job, no AUTHENTICATE exchange (IDLE counts as
+    // quiet). A graceful shutdown may say BYE now.
+    bool quiet() const { return !close_ && reader_.buffered() == 0 && !job_ && !auth_tag_; }
+    // Server shutdown: "* BYE Server shutting down", then close.
+    void shutdown();
     bool authenticated() const { return account_.has_value(); }
 
     // Something below the session failed (an exception from the state store): logs it, answers

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <future>
 #include <memory>
 
 #include "common/log.h"
@@ -94,6 +95,47 @@ void Listeners::stop() {
     for (auto& t : threads_)
         if (t.joinable()) t.join();
     threads_.clear();
+}
+
+void Listeners::drain() {
+    if (draining_.exchange(true)) return;
+    // Closing an acceptor cancels its pending accept (the loop then ends); done on the io_context, which
+    // owns the acceptors, and waited for, so no connection is accepted after drain() returns.
+    auto closed = std::make_shared<std::promise<void>>();
+    auto done = closed->get_future();
+    asio::post(io_, [this, closed] {
+        for (auto& a : acceptors_) {
+            boost::system::error_code ec;
+            a->close(ec);
+        }
+        closed->set_value();
+    });
+    if (!threads_.empty() && !io_.stopped()) done.wait_for(std::chrono::seconds(5));
+    std::vector<std::shared_ptr<Drainable>> live;
+    {
+        std::lock_guard lock(tracked_mutex_);
+        for (auto& [key, weak] : tracked_)
+            if (auto c = weak.lock()) live.push_back(std::move(c));
+    }
+    for (auto& c : live) c->drain();
+}
+
+std::uint64_t Listeners::track(std::weak_ptr<Drainable> connection) {
+    std::shared_ptr<Drainable> now;
+    std::uint64_t key;
+    {
+        std::lock_guard lock(tracked_mutex_);
+        key = ++next_key_;
+        if (draining_) now = connection.lock();
+        tracked_.emplace(key, std::move(connection));
+    }
+    if (now) now->drain();
+    return key;
+}
+
+void Listeners::untrack(std::uint64_t key) {
+    std::lock_guard lock(tracked_mutex_);
+    tracked_.erase(key);
 }
 
 asio::awaitable<void> Listeners::accept_loop(tcp::acceptor& acceptor, bool implicit, bool proxy) {

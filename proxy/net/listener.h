@@ -20,7 +20,9 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -41,6 +43,34 @@ std::string ip_text(const boost::asio::ip::address& a);
 // (both PEM). nullptr when cert_pem is empty (TLS not configured). Throws on a bad certificate or key.
 std::unique_ptr<boost::asio::ssl::context> make_server_tls(const std::string& cert_pem, const std::string& key_pem,
                                                            std::string_view min_version);
+
+// A server's TLS context, replaceable while it serves (SIGHUP with a renewed certificate): each
+// connection takes the context of the moment it starts TLS and keeps it; later ones get the new one.
+class ServerTls {
+public:
+    void set(std::shared_ptr<boost::asio::ssl::context> ctx) {
+        std::lock_guard lock(mutex_);
+        ctx_ = std::move(ctx);
+    }
+    std::shared_ptr<boost::asio::ssl::context> get() const {
+        std::lock_guard lock(mutex_);
+        return ctx_;
+    }
+    bool available() const { return get() != nullptr; }
+
+private:
+    mutable std::mutex mutex_;
+    std::shared_ptr<boost::asio::ssl::context> ctx_;
+};
+
+// A connection that can be asked to end at its next quiet moment (graceful shutdown). drain() may be
+// called from any thread; the connection posts to its own strand, says goodbye in its protocol when no
+// transaction or command is in progress, and otherwise after the current one ends.
+class Drainable {
+public:
+    virtual ~Drainable() = default;
+    virtual void drain() = 0;
+};
 
 struct AcceptOptions {
     std::function<bool()> at_capacity;            // true: refuse the connection just accepted
@@ -80,6 +110,16 @@ public:
     void start(AcceptOptions options, OnAccept on_accept, int threads);
     // Closes the acceptors, stops the io_context and joins its threads. Idempotent.
     void stop();
+    // Graceful shutdown, first step: closes the acceptors (new clients are refused by the kernel) and
+    // asks every tracked connection to drain(); connections started later are told at once. The threads
+    // keep running until stop().
+    void drain();
+    bool draining() const { return draining_; }
+
+    // Connections register while they run, so drain() can reach them. track() returns a key for
+    // untrack(); a connection tracked after drain() began is asked to drain at once.
+    std::uint64_t track(std::weak_ptr<Drainable> connection);
+    void untrack(std::uint64_t key);
 
     // Bound ports in the order of bind() calls.
     std::vector<std::uint16_t> ports() const { return ports_; }
@@ -92,6 +132,11 @@ private:
     boost::asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, bool implicit, bool proxy);
     boost::asio::awaitable<void> proxy_handshake(tcp::socket socket, bool implicit, std::uint64_t id);
 
+    // Before io_: connections still running at stop() are destroyed with io_ and untrack themselves.
+    std::mutex tracked_mutex_;
+    std::map<std::uint64_t, std::weak_ptr<Drainable>> tracked_;
+    std::uint64_t next_key_ = 0;
+    std::atomic<bool> draining_{false};
     boost::asio::io_context io_;
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
     std::vector<bool> implicit_;
@@ -102,6 +147,20 @@ private:
     std::vector<std::string> bound_;  // "ip:port" as configured, per acceptor (PROXY listeners by address)
     std::atomic<std::uint64_t> connections_{0}, refused_{0}, proxy_rejected_{0}, accept_stalls_{0};
     std::atomic<std::int64_t> last_stall_log_ms_{-60000};  // steady clock; the stall warning at most once a minute
+};
+
+// Registration of a running connection with its Listeners (untracked when destroyed).
+class Tracked {
+public:
+    Tracked(Listeners& listeners, std::weak_ptr<Drainable> connection)
+        : listeners_(listeners), key_(listeners.track(std::move(connection))) {}
+    ~Tracked() { listeners_.untrack(key_); }
+    Tracked(const Tracked&) = delete;
+    Tracked& operator=(const Tracked&) = delete;
+
+private:
+    Listeners& listeners_;
+    std::uint64_t key_;
 };
 
 // For an OnAccept: std::make_shared<Connection>(server, socket, implicit, id, client_ip)->run() on the socket's

@@ -28,8 +28,7 @@ struct Pop3Server::Impl {
     const smtp::Policy& policy;
     MaildropProvider& provider;
 
-    net::Listeners listeners;
-    std::unique_ptr<asio::ssl::context> tls;
+    net::ServerTls tls;
     asio::thread_pool auth_pool{1};  // scrypt checks: one at a time, off the network threads
     asio::thread_pool provider_pool;
     smtp::AuthThrottle own_throttle;
@@ -37,6 +36,9 @@ struct Pop3Server::Impl {
 
     std::atomic<std::uint64_t> logins{0}, auth_failures{0}, retrieved{0}, deleted{0};
     std::atomic<std::size_t> active{0};
+
+    // Last: destroyed first, with the connections still running at stop(), which use the members above.
+    net::Listeners listeners;
 
     Impl(ServerOptions o, const smtp::Policy& p, MaildropProvider& m)
         : options(std::move(o)),
@@ -64,7 +66,7 @@ auto guarded(F&& f) -> decltype(f()) {
 
 // One POP3 connection: the coroutine owns the engine; backend callbacks run inside engine calls on the
 // same strand; asynchronous answers come back through post() + the wake timer.
-class Connection : public std::enable_shared_from_this<Connection>, public proto::Pop3Backend {
+class Connection : public std::enable_shared_from_this<Connection>, public proto::Pop3Backend, public net::Drainable {
 public:
     Connection(Pop3Server::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id, std::string client_ip)
         : srv_(srv),
@@ -83,6 +85,22 @@ public:
     }
 
     awaitable<void> run();
+
+    // Graceful shutdown: a session waiting for its next command gets "-ERR [SYS/TEMP] Server shutting
+    // down" now (nothing deleted: no UPDATE), one being answered (a RETR streaming) after that answer.
+    void drain() override {
+        asio::post(executor_, [self = shared_from_this()] {
+            self->draining_ = true;
+            if (self->reading_ && self->quiet()) {
+                self->drain_cancelled_ = true;
+                boost::system::error_code ignored;
+                self->lowest().cancel(ignored);
+            }
+        });
+    }
+    bool quiet() const {
+        return engine_ && engine_->between_commands();
+    }
 
     // --- Pop3Backend ------------------------------------------------------------------------------------
     proto::Answer authenticate(const proto::Session&, const proto::AuthRequest& request) override {
@@ -152,6 +170,7 @@ public:
 
     proto::Answer retrieve(const proto::Session&, std::size_t index) override {
         if (!account_ || index >= entries_.size()) return proto::Answer::refuse();
+        if (!srv_.policy.still_valid(*account_)) return changed_account();
         auto self = shared_from_this();
         asio::post(srv_.provider_pool, [self, account = *account_, entry = entries_[index], index] {
             auto result = guarded([&] { return self->srv_.provider.fetch(account, entry); });
@@ -182,8 +201,16 @@ public:
 
     std::string take_message() override { return std::move(message_); }
 
+    // A reload (SIGHUP) removed the account or changed its password or mailbox since the login.
+    proto::Answer changed_account() {
+        log::Logger::instance().write(log::Level::Info, "pop3", &ctx_, "refused: the account changed",
+                                      {{"login", log::client_text(account_->login)}});
+        return proto::Answer::error("the account changed (configuration reloaded); please log in again");
+    }
+
     proto::Answer commit_deletes(const proto::Session&, const std::vector<std::size_t>& indexes) override {
         if (!account_) return proto::Answer::refuse();
+        if (!srv_.policy.still_valid(*account_)) return changed_account();
         std::vector<MaildropEntry> doomed;
         for (auto i : indexes)
             if (i < entries_.size()) doomed.push_back(entries_[i]);
@@ -259,7 +286,8 @@ private:
 
     awaitable<bool> handshake() {
         boost::system::error_code ec;
-        tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *srv_.tls);
+        tls_ctx_ = srv_.tls.get();  // the certificate of this moment (a reload may replace it for later ones)
+        tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *tls_ctx_);
         arm(std::chrono::seconds(30));
         co_await tls_->async_handshake(asio::ssl::stream_base::server, asio::redirect_error(use_awaitable, ec));
         deadline_.cancel();
@@ -274,8 +302,12 @@ private:
     Pop3Server::Impl& srv_;
     asio::any_io_executor executor_;
     tcp::socket socket_;
+    std::shared_ptr<asio::ssl::context> tls_ctx_;  // before tls_: outlives the stream
     std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;
     bool implicit_tls_;
+    bool draining_ = false;         // the server is shutting down
+    bool reading_ = false;          // waiting for the client's next bytes
+    bool drain_cancelled_ = false;  // that read was cancelled by drain()
     std::string ip_;
     bool loopback_ = false;
     log::Context ctx_;
@@ -297,11 +329,12 @@ awaitable<void> Connection::run() {
         std::atomic<std::size_t>& n;
         ~Active() { --n; }
     } active{srv_.active};
+    net::Tracked tracked(srv_.listeners, weak_from_this());
     if (implicit_tls_ && !co_await handshake()) co_return;
 
     proto::Pop3Config cfg;
     cfg.hostname = srv_.options.hostname;
-    cfg.tls_available = srv_.tls != nullptr;
+    cfg.tls_available = srv_.tls.available();
     engine_ = std::make_unique<proto::Pop3Engine>(cfg, proto::ConnectionInfo{loopback_, implicit_tls_}, *this);
     log::Logger::instance().write(log::Level::Debug, "pop3", &ctx_, "connected",
                                   {{"ip", ip_}, {"tls", implicit_tls_ ? "implicit" : "no"}});
@@ -359,12 +392,22 @@ awaitable<void> Connection::run() {
                 break;
             }
         }
+        if (draining_ && pending_input.empty() && quiet()) {
+            engine_->shutdown();
+            continue;  // writes the -ERR and closes
+        }
+        reading_ = true;
         std::size_t n = co_await read_some(buf);
+        reading_ = false;
         if (n == 0) {
             if (timed_out_) {
                 log::Logger::instance().write(log::Level::Info, "pop3", &ctx_, "idle timeout", {{"ip", ip_}});
                 engine_->timeout();
                 continue;  // closes without a response (RFC 1939 autologout)
+            }
+            if (drain_cancelled_) {
+                drain_cancelled_ = false;
+                continue;  // the -ERR above
             }
             engine_->connection_lost();
             break;
@@ -403,7 +446,7 @@ Pop3Server::~Pop3Server() { stop(); }
 void Pop3Server::start() {
     Impl& d = *impl_;
     const auto& o = d.options;
-    d.tls = d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version);
+    d.tls.set(d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version));
     net::AcceptOptions accept;
     accept.proxy_protocol = o.proxy_protocol;
     accept.proxy_trusted = o.proxy_trusted;
@@ -415,6 +458,13 @@ void Pop3Server::start() {
         net::spawn<Connection>(d, std::move(socket), implicit, id, std::move(client_ip));
     };
     d.listeners.start(std::move(accept), spawn, o.threads);
+}
+
+void Pop3Server::drain() { impl_->listeners.drain(); }
+
+void Pop3Server::reload_tls(const std::string& cert_pem, const std::string& key_pem) {
+    if (!impl_->tls.available()) return;
+    impl_->tls.set(net::make_server_tls(cert_pem, key_pem, impl_->options.tls_min_version));
 }
 
 void Pop3Server::stop() {

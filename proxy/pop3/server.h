@@ -104,6 +104,12 @@ public:
     // Stops accepting, closes open sessions (no UPDATE: nothing is deleted), joins the threads
     // (waiting for provider calls in progress).
     void stop();
+    // Graceful shutdown: stops accepting; sessions between commands get "-ERR [SYS/TEMP] Server shutting
+    // down" now (no UPDATE: nothing is deleted), the others once their command is answered.
+    void drain();
+    // New TLS connections use this certificate chain and key (PEM); those open keep theirs. Throws
+    // (keeping the old one) when they do not load.
+    void reload_tls(const std::string& cert_pem, const std::string& key_pem);
     // Bound ports, in the order of options.listen then options.tls_listen.
     std::vector<std::uint16_t> ports() const;
     ServerStats stats() const;

@@ -29,6 +29,7 @@
 #include "proxy/runtime/tls.h"
 #include "proxy/smtp/policy.h"
 #include "proxy/smtp/server.h"
+#include "proxy/net/listener.h"
 #include "proxy/imap/server.h"
 #include "proxy/pop3/server.h"
 #include "proxy/runtime/maildrop.h"
@@ -209,6 +210,8 @@ public:
                                                 limit)};
     }
     auth::TokenBroker::Status token_status() const { return broker_->status(); }
+    // Shutdown past its grace period: Graph and token requests in progress end now (with an error).
+    void abort_requests() { http_->abort_transfers(); }
     // Gets the first token in the background (so size_cap() and problems are known early).
     void warm_up() { (void)broker_->get(); }
     mail::DeliveryResult store_in_inbox(const std::string& mailbox, const std::string& mime) override {
@@ -264,6 +267,17 @@ struct Bridge::Impl {
     void register_metrics();
     std::string spool_unwritable() const;
 
+    // Graceful shutdown in progress (/readyz: 503).
+    std::atomic<bool> draining{false};
+    // The config last applied by reload() (cfg itself never changes: other threads read it); guarded by
+    // reload_mutex, as is the TLS material.
+    mutable std::mutex reload_mutex;
+    std::optional<config::Config> reloaded;
+    const config::Config& current() const { return reloaded ? *reloaded : cfg; }
+    std::size_t open_sessions() const {
+        return (smtp ? smtp->stats().active : 0) + (imap ? imap->stats().active : 0) + (pop3 ? pop3->stats().active : 0);
+    }
+
     // Background chores: first tokens, and `graphbridge queue retry` notices from the CLI.
     std::thread chores;
     std::mutex chores_mutex;
@@ -296,8 +310,7 @@ struct Bridge::Impl {
             // glibc keeps what thousands of closed connections freed in its arenas (bench/idle_conns.py:
             // 60 MB RSS after 4,000 connections closed, 41 MB after a trim): hand it back once a thousand
             // sessions have ended since the busiest moment, and every two minutes anyway.
-            std::size_t sessions = (smtp ? smtp->stats().active : 0) + (imap ? imap->stats().active : 0) +
-                                   (pop3 ? pop3->stats().active : 0);
+            std::size_t sessions = open_sessions();
             peak_sessions = std::max(peak_sessions, sessions);
             heartbeat.store(std::chrono::steady_clock::now().time_since_epoch().count());
             if (peak_sessions - sessions >= 1000 || tick % 120 == 0) {
@@ -583,6 +596,7 @@ void Bridge::start() {
     Impl& d = *impl_;
     d.register_metrics();
     std::vector<admin::ReadinessCheck> checks;
+    checks.push_back({"shutdown", [&d] { return d.draining ? std::string("shutting down") : std::string(); }});
     checks.push_back({"spool", [&d] { return d.spool_unwritable(); }});
     for (const auto& [name, sender] : d.senders) {
         GraphSender* g = sender.get();
@@ -615,6 +629,176 @@ void Bridge::stop() {
     if (impl_->smtp) impl_->smtp->stop();
     if (impl_->runner) impl_->runner->stop();
     if (impl_->admin) impl_->admin->stop();
+}
+
+Bridge::ShutdownReport Bridge::shutdown(std::chrono::milliseconds grace) {
+    Impl& d = *impl_;
+    ShutdownReport report;
+    const auto started = std::chrono::steady_clock::now();
+    const auto deadline = started + grace;
+    d.draining = true;
+    if (d.smtp) d.smtp->drain();
+    if (d.imap) d.imap->drain();
+    if (d.pop3) d.pop3->drain();
+    // The queue starts nothing new and waits for its attempts in flight (on its own thread, so the
+    // deadline below can cut them off).
+    std::thread queue_stop([&d] {
+        if (d.runner) d.runner->stop();
+    });
+    std::size_t sessions = d.open_sessions();
+    log::info("main", "shutting down: not accepting connections; waiting for transactions and deliveries in flight",
+              {{"sessions", static_cast<std::uint64_t>(sessions)},
+               {"in_flight", static_cast<std::uint64_t>(d.runner ? d.runner->stats().in_flight : 0)},
+               {"grace_ms", static_cast<std::int64_t>(grace.count())}});
+    auto queue_idle = [&d] { return !d.runner || d.runner->stats().in_flight == 0; };
+    while (std::chrono::steady_clock::now() < deadline && (d.open_sessions() > 0 || !queue_idle()))
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    report.sessions_cut = d.open_sessions();
+    if (!queue_idle()) {
+        report.deliveries_aborted = true;
+        log::warn("main", "shutdown grace period over: aborting Graph requests in flight (their messages stay in the "
+                          "spool and are retried at the next start)",
+                  {{"in_flight", static_cast<std::uint64_t>(d.runner->stats().in_flight)}});
+    }
+    if (report.deliveries_aborted || report.sessions_cut > 0)
+        for (auto& [name, sender] : d.senders) sender->abort_requests();  // also IMAP commands waiting on Graph
+    queue_stop.join();
+    if (report.sessions_cut > 0)
+        log::warn("main", "shutdown grace period over: closing sessions still in a transaction or command (mail not yet "
+                          "answered 250 was not accepted; clients send it again)",
+                  {{"sessions", static_cast<std::uint64_t>(report.sessions_cut)}});
+    stop();
+    report.took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    return report;
+}
+
+namespace {
+
+std::string listeners_text(const config::ListenerSet& s) {
+    std::string out;
+    for (const auto* list : {&s.listen, &s.tls_listen, &s.proxy_protocol})
+        for (const auto& a : *list) out += a.to_string() + ",";
+    out += "|" + std::to_string(s.max_connections);
+    for (const auto& n : s.proxy_trusted) out += n.text + ",";
+    return out;
+}
+
+std::string apps_text(const std::map<std::string, config::AppConfig>& apps) {
+    std::string out;
+    for (const auto& [name, a] : apps) {
+        out += name + "|" + a.tenant_id + "|" + a.client_id + "|" + a.token_endpoint + "|" + a.graph_url + "|" + a.scope +
+               "|" + a.ca_file + "|" + (a.certificate ? a.certificate->keystore + "|" + a.certificate->cert_file + "|" + a.certificate->alias : std::string()) + ";";
+    }
+    return out;
+}
+
+}  // namespace
+
+Bridge::ReloadReport Bridge::reload() {
+    Impl& d = *impl_;
+    std::lock_guard lock(d.reload_mutex);
+    ReloadReport r;
+    config::Config next;
+    try {
+        next = config::load(d.cfg.path);
+    } catch (const config::ConfigError& e) {
+        for (const auto& p : e.problems()) r.errors.push_back(p.to_string());
+        return r;
+    } catch (const std::exception& e) {
+        r.errors.push_back(d.cfg.path + ": " + e.what());
+        return r;
+    }
+    // Accounts and relay rules may only name the apps the bridge started with (an app is a token broker,
+    // a Graph client and a queue lane: added at start only).
+    for (const auto& a : next.accounts)
+        if (!d.senders.count(a.app))
+            r.errors.push_back("account " + a.login + ": app \"" + a.app + "\" was not there at start (adding an app "
+                               "needs a restart)");
+    for (std::size_t i = 0; i < next.relays.size(); ++i)
+        if (!d.senders.count(next.relays[i].app))
+            r.errors.push_back("relay " + std::to_string(i + 1) + ": app \"" + next.relays[i].app +
+                               "\" was not there at start (adding an app needs a restart)");
+    // The certificate must load before anything changes.
+    TlsMaterial tls;
+    try {
+        tls = load_or_create_tls(next);
+        (void)net::make_server_tls(tls.cert_chain_pem, tls.key_pem, d.cfg.tls.min_version);
+    } catch (const std::exception& e) {
+        r.errors.push_back(std::string("[tls]: ") + e.what());
+    }
+    if (!r.errors.empty()) return r;
+
+    const config::Config& before = d.current();
+    // Accounts: what changed, for the log (never the hashes themselves).
+    std::size_t added = 0, removed = 0, changed = 0;
+    {
+        std::map<std::string, const config::AccountConfig*> old_accounts;
+        for (const auto& a : before.accounts) old_accounts[a.login] = &a;
+        for (const auto& a : next.accounts) {
+            auto it = old_accounts.find(a.login);
+            if (it == old_accounts.end()) {
+                ++added;
+                continue;
+            }
+            const auto& o = *it->second;
+            if (o.password_hash != a.password_hash || o.app != a.app || smtp::lower(o.mailbox) != smtp::lower(a.mailbox) ||
+                o.send_as != a.send_as)
+                ++changed;
+            old_accounts.erase(it);
+        }
+        removed = old_accounts.size();
+    }
+    d.policy->reload(next);
+    r.applied.push_back(fmt::format("accounts: {} ({} added, {} removed, {} changed)", next.accounts.size(), added,
+                                    removed, changed));
+    r.applied.push_back(fmt::format("relay rules: {}", next.relays.size()));
+    if (d.mail) {
+        for (const auto& a : next.accounts) {
+            std::string mailbox = smtp::lower(a.mailbox);
+            if (!d.mail->mailbox(mailbox)) d.mail->add_mailbox(mailbox, d.senders.at(a.app)->source());
+        }
+    }
+    if (tls.cert_chain_pem != d.tls.cert_chain_pem || tls.key_pem != d.tls.key_pem) {
+        if (d.smtp) d.smtp->reload_tls(tls.cert_chain_pem, tls.key_pem);
+        if (d.imap) d.imap->reload_tls(tls.cert_chain_pem, tls.key_pem);
+        if (d.pop3) d.pop3->reload_tls(tls.cert_chain_pem, tls.key_pem);
+        r.applied.push_back("TLS certificate: reloaded from " + tls.cert_path);
+        d.tls = tls;
+    } else {
+        r.applied.push_back("TLS certificate: unchanged");
+    }
+    log::Logger::instance().configure(next.log_level, next.log_format);
+    r.applied.push_back(std::string("log level: ") + std::string(log::level_name(next.log_level)));
+
+    auto differs = [&](bool different, const char* what) {
+        if (different) r.needs_restart.push_back(what);
+    };
+    differs(listeners_text(before.smtp) != listeners_text(next.smtp), "[smtp] listeners");
+    differs(listeners_text(before.imap) != listeners_text(next.imap), "[imap] listeners");
+    differs(listeners_text(before.pop3) != listeners_text(next.pop3), "[pop3] listeners");
+    differs(before.admin_listen.to_string() != next.admin_listen.to_string(), "[admin] listen");
+    differs(apps_text(before.apps) != apps_text(next.apps), "[app.*]");
+    differs(before.state_dir != next.state_dir, "state_dir");
+    differs(before.smtp.max_message_size != next.smtp.max_message_size || before.smtp.from_policy != next.smtp.from_policy,
+            "[smtp] max_message_size / from_policy");
+    differs(before.tls.min_version != next.tls.min_version, "[tls] min_version");
+    differs(before.queue.lifetime_s != next.queue.lifetime_s || before.queue.retry_initial_s != next.queue.retry_initial_s ||
+                before.queue.retry_max_s != next.queue.retry_max_s || before.queue.workers != next.queue.workers ||
+                before.queue.per_mailbox != next.queue.per_mailbox,
+            "[queue]");
+    differs(before.graph.timeout_ms != next.graph.timeout_ms, "[graph] timeout");
+    differs(before.imap.poll_interval_ms != next.imap.poll_interval_ms ||
+                before.imap.idle_poll_interval_ms != next.imap.idle_poll_interval_ms ||
+                before.imap.cache_size != next.imap.cache_size || before.imap.trash_expunge != next.imap.trash_expunge,
+            "[imap] poll_interval / idle_poll_interval / cache_size / trash_expunge");
+    d.reloaded = std::move(next);
+    r.ok = true;
+    return r;
+}
+
+std::chrono::milliseconds Bridge::shutdown_grace() const {
+    std::lock_guard lock(impl_->reload_mutex);
+    return std::chrono::milliseconds(impl_->current().shutdown_timeout_ms);
 }
 
 std::uint16_t Bridge::admin_port() const { return impl_->admin ? impl_->admin->port() : 0; }

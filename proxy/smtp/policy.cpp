@@ -13,7 +13,9 @@ std::string lower(std::string_view s) {
     return out;
 }
 
-Policy::Policy(const config::Config& cfg) : relays_(cfg.relays) {
+std::shared_ptr<const Policy::Rules> Policy::make_rules(const config::Config& cfg) {
+    auto rules = std::make_shared<Rules>();
+    rules->relays = cfg.relays;
     for (const auto& a : cfg.accounts) {
         Account acc;
         acc.login = a.login;
@@ -21,10 +23,32 @@ Policy::Policy(const config::Config& cfg) : relays_(cfg.relays) {
         acc.app = a.app;
         acc.mailbox = lower(a.mailbox);
         for (const auto& s : a.send_as) acc.send_as.push_back(lower(s));
-        accounts_.emplace(a.login, std::move(acc));
+        rules->accounts.emplace(a.login, std::move(acc));
     }
+    return rules;
+}
+
+Policy::Policy(const config::Config& cfg) : rules_(make_rules(cfg)) {
     // Same cost parameters as real hashes, so an unknown login takes as long as a wrong password.
     dummy_hash_ = auth::hash_password("graphbridge-dummy-password");
+}
+
+void Policy::reload(const config::Config& cfg) {
+    auto rules = make_rules(cfg);
+    std::lock_guard lock(rules_mutex_);
+    rules_ = std::move(rules);
+}
+
+std::shared_ptr<const Policy::Rules> Policy::rules() const {
+    std::lock_guard lock(rules_mutex_);
+    return rules_;
+}
+
+bool Policy::still_valid(const Account& account) const {
+    auto rules = this->rules();
+    auto it = rules->accounts.find(account.login);
+    return it != rules->accounts.end() && it->second.password_hash == account.password_hash &&
+           it->second.app == account.app && it->second.mailbox == account.mailbox;
 }
 
 // First come, first served: ticket t may start once all but kMaxConcurrentChecks - 1 of the checks before
@@ -49,8 +73,9 @@ bool Policy::verify(const Secret& password, const std::string& hash) const {
 }
 
 std::optional<Account> Policy::authenticate(std::string_view login, const Secret& password) const {
-    auto it = accounts_.find(std::string(login));
-    if (it == accounts_.end()) {
+    auto rules = this->rules();  // the account as it is when the check starts
+    auto it = rules->accounts.find(std::string(login));
+    if (it == rules->accounts.end()) {
         (void)verify(password, dummy_hash_);
         return std::nullopt;
     }
@@ -58,30 +83,43 @@ std::optional<Account> Policy::authenticate(std::string_view login, const Secret
     return it->second;
 }
 
-std::optional<SenderIdentity> Policy::relay_for(const std::string& client_ip) const {
-    for (std::size_t i = 0; i < relays_.size(); ++i) {
-        for (const auto& net : relays_[i].networks) {
+std::optional<SenderIdentity> Policy::relay_in(const Rules& rules, const std::string& client_ip) {
+    const auto& relays = rules.relays;
+    for (std::size_t i = 0; i < relays.size(); ++i) {
+        for (const auto& net : relays[i].networks) {
             if (net.contains(client_ip))
-                return SenderIdentity{SenderIdentity::Kind::Relay, "relay[" + std::to_string(i) + "]", relays_[i].app,
-                                      lower(relays_[i].mailbox)};
+                return SenderIdentity{SenderIdentity::Kind::Relay, "relay[" + std::to_string(i) + "]", relays[i].app,
+                                      lower(relays[i].mailbox)};
         }
     }
     return std::nullopt;
 }
 
+std::optional<SenderIdentity> Policy::relay_for(const std::string& client_ip) const {
+    return relay_in(*rules(), client_ip);
+}
+
 Decision Policy::mail_from(const std::optional<Account>& account, const std::string& client_ip,
                            std::string_view reverse_path) const {
     std::string from = lower(reverse_path);
+    auto rules = this->rules();
     if (account) {
-        bool allowed = from.empty() || std::find(account->send_as.begin(), account->send_as.end(), from) !=
-                                           account->send_as.end();
+        // The rules of now, not of the login: a reload may have removed the account, changed its
+        // password (the session must log in again) or its send-as list (applies at once).
+        auto it = rules->accounts.find(account->login);
+        if (it == rules->accounts.end() || it->second.password_hash != account->password_hash ||
+            it->second.app != account->app || it->second.mailbox != account->mailbox)
+            return {false, 530, "5.7.0", "Authentication required: the account changed since this session logged in",
+                    std::nullopt};
+        const Account& now = it->second;
+        bool allowed = from.empty() || std::find(now.send_as.begin(), now.send_as.end(), from) != now.send_as.end();
         if (!allowed)
             return {false, 553, "5.7.1",
-                    "Sender address rejected: " + account->login + " may not send as that address", std::nullopt};
+                    "Sender address rejected: " + now.login + " may not send as that address", std::nullopt};
         return {true, 250, "2.1.0", "Sender OK",
-                SenderIdentity{SenderIdentity::Kind::Account, account->login, account->app, account->mailbox}};
+                SenderIdentity{SenderIdentity::Kind::Account, now.login, now.app, now.mailbox}};
     }
-    if (auto relay = relay_for(client_ip)) return {true, 250, "2.1.0", "Sender OK (relay)", relay};
+    if (auto relay = relay_in(*rules, client_ip)) return {true, 250, "2.1.0", "Sender OK (relay)", relay};
     return {false, 530, "5.7.0", "Authentication required", std::nullopt};
 }
 

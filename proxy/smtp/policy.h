@@ -10,6 +10,10 @@
 // - Password checks (scrypt: 32 MiB and ~0.1 s of a core each) run at most kMaxConcurrentChecks at a time
 //   across SMTP, IMAP and POP3, however many connections and threads ask: a login spray from strangers
 //   costs bounded memory (IMAP checks on its 16 work threads: 512 MiB at once without the bound).
+// - reload() (SIGHUP) swaps accounts and relay rules at once: sessions already open keep their
+//   connection, but every later decision (MAIL FROM's send-as list, the relay networks, a session's
+//   next command) sees the new rules; a session whose account was removed, moved to another mailbox or
+//   app, or given a new password is no longer valid (still_valid()), and must log in again.
 // Input from the network (logins, passwords, addresses, client IPs) is hostile; nothing here logs.
 #pragma once
 
@@ -17,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -57,6 +62,9 @@ class Policy {
 public:
     explicit Policy(const config::Config& cfg);
 
+    // Takes the accounts and relay rules of a new config (already validated), atomically.
+    void reload(const config::Config& cfg);
+
     // Verifies a login and password (scrypt). Unknown logins cost the same as known ones.
     std::optional<Account> authenticate(std::string_view login, const Secret& password) const;
 
@@ -67,15 +75,28 @@ public:
     Decision mail_from(const std::optional<Account>& account, const std::string& client_ip,
                        std::string_view reverse_path) const;
 
-    const std::map<std::string, Account>& accounts() const { return accounts_; }
+    // A snapshot of the accounts, by login.
+    std::map<std::string, Account> accounts() const { return rules()->accounts; }
+
+    // The account a session logged in as is still there, unchanged in password, app and mailbox. Its
+    // send-as list may have changed: mail_from() always uses the current one.
+    bool still_valid(const Account& account) const;
 
     static constexpr unsigned kMaxConcurrentChecks = 2;
 
 private:
     bool verify(const Secret& password, const std::string& hash) const;  // waits for a free check slot
 
-    std::map<std::string, Account> accounts_;  // by login
-    std::vector<config::RelayConfig> relays_;
+    struct Rules {
+        std::map<std::string, Account> accounts;  // by login
+        std::vector<config::RelayConfig> relays;
+    };
+    static std::shared_ptr<const Rules> make_rules(const config::Config& cfg);
+    std::shared_ptr<const Rules> rules() const;
+    static std::optional<SenderIdentity> relay_in(const Rules& rules, const std::string& client_ip);
+
+    mutable std::mutex rules_mutex_;
+    std::shared_ptr<const Rules> rules_;  // swapped whole by reload()
     std::string dummy_hash_;  // verified for unknown logins so timing does not reveal them
     mutable std::mutex checks_mutex_;
     mutable std::condition_variable checks_cv_;

@@ -29,14 +29,16 @@ struct SmtpServer::Impl {
     const Policy& policy;
     MessageSink& sink;
 
-    net::Listeners listeners;
-    std::unique_ptr<asio::ssl::context> tls;
+    net::ServerTls tls;
     asio::thread_pool auth_pool{1};  // scrypt checks: one at a time, off the network threads
     AuthThrottle own_throttle;
     AuthThrottle& throttle;  // options.shared_throttle, or own_throttle
 
     std::atomic<std::uint64_t> accepted_messages{0}, auth_failures{0};
     std::atomic<std::size_t> active{0};
+
+    // Last: destroyed first, with the connections still running at stop(), which use the members above.
+    net::Listeners listeners;
 
     Impl(ServerOptions o, const Policy& p, MessageSink& s)
         : options(std::move(o)), policy(p), sink(s), own_throttle(options.auth_throttle),
@@ -52,7 +54,7 @@ std::int64_t unix_now() {
 
 // One SMTP connection: the coroutine owns the engine; backend callbacks run inside engine calls on the
 // same strand; asynchronous answers come back through post() + the wake timer.
-class Connection : public std::enable_shared_from_this<Connection>, public proto::SmtpBackend {
+class Connection : public std::enable_shared_from_this<Connection>, public proto::SmtpBackend, public net::Drainable {
 public:
     Connection(SmtpServer::Impl& srv, tcp::socket socket, bool implicit_tls, std::uint64_t id, std::string client_ip)
         : srv_(srv),
@@ -71,6 +73,19 @@ public:
     }
 
     awaitable<void> run();
+
+    // Graceful shutdown: a session waiting for its next command gets 421 now; one in a transaction
+    // finishes it (the message is answered) and gets 421 before its next command.
+    void drain() override {
+        asio::post(executor_, [self = shared_from_this()] {
+            self->draining_ = true;
+            if (self->reading_ && self->engine_ && self->engine_->between_transactions()) {
+                self->drain_cancelled_ = true;
+                boost::system::error_code ignored;
+                self->lowest().cancel(ignored);
+            }
+        });
+    }
 
     // --- SmtpBackend -----------------------------------------------------------------------------------
     proto::Answer authenticate(const proto::Session&, const proto::AuthRequest& request) override {
@@ -218,7 +233,8 @@ private:
 
     awaitable<bool> handshake() {
         boost::system::error_code ec;
-        tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *srv_.tls);
+        tls_ctx_ = srv_.tls.get();  // the certificate of this moment (a reload may replace it for later ones)
+        tls_ = std::make_unique<asio::ssl::stream<tcp::socket>>(std::move(socket_), *tls_ctx_);
         deadline_.expires_after(std::chrono::seconds(30));
         auto self = shared_from_this();
         deadline_.async_wait([self](boost::system::error_code e) {
@@ -236,8 +252,12 @@ private:
     SmtpServer::Impl& srv_;
     asio::any_io_executor executor_;
     tcp::socket socket_;
+    std::shared_ptr<asio::ssl::context> tls_ctx_;  // before tls_: outlives the stream
     std::unique_ptr<asio::ssl::stream<tcp::socket>> tls_;
     bool implicit_tls_;
+    bool draining_ = false;         // the server is shutting down
+    bool reading_ = false;          // waiting for the client's next bytes
+    bool drain_cancelled_ = false;  // that read was cancelled by drain()
     std::string ip_;
     bool loopback_ = false;
     log::Context ctx_;
@@ -261,11 +281,12 @@ awaitable<void> Connection::run() {
         std::atomic<std::size_t>& n;
         ~Active() { --n; }
     } active{srv_.active};
+    net::Tracked tracked(srv_.listeners, weak_from_this());
     if (implicit_tls_ && !co_await handshake()) co_return;
 
     proto::SmtpConfig cfg;
     cfg.hostname = srv_.options.hostname;
-    cfg.tls_available = srv_.tls != nullptr;
+    cfg.tls_available = srv_.tls.available();
     cfg.limits.max_message_size = srv_.options.max_message_size;
     cfg.limits.max_recipients = srv_.options.max_recipients;
     engine_ = std::make_unique<proto::SmtpEngine>(cfg, proto::ConnectionInfo{loopback_, implicit_tls_}, *this);
@@ -313,11 +334,21 @@ awaitable<void> Connection::run() {
             pending_input.erase(0, used);
             if (used > 0 || engine_->has_output() || engine_->awaiting_backend()) continue;
         }
+        if (draining_ && engine_->between_transactions()) {
+            engine_->shutdown();
+            continue;  // writes the 421 and closes
+        }
+        reading_ = true;
         std::size_t n = co_await read_some(buf);
+        reading_ = false;
         if (n == 0) {
             if (timed_out_) {
                 engine_->timeout();
                 continue;  // writes the 421 and closes
+            }
+            if (drain_cancelled_) {
+                drain_cancelled_ = false;
+                continue;  // the 421 above
             }
             engine_->connection_lost();
             break;
@@ -351,7 +382,7 @@ SmtpServer::~SmtpServer() { stop(); }
 void SmtpServer::start() {
     Impl& d = *impl_;
     const auto& o = d.options;
-    d.tls = d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version);
+    d.tls.set(d.listeners.open(o.listen, o.tls_listen, o.tls_cert_pem, o.tls_key_pem, o.tls_min_version));
     net::AcceptOptions accept;
     accept.proxy_protocol = o.proxy_protocol;
     accept.proxy_trusted = o.proxy_trusted;
@@ -362,6 +393,13 @@ void SmtpServer::start() {
         net::spawn<Connection>(d, std::move(socket), implicit, id, std::move(client_ip));
     };
     d.listeners.start(std::move(accept), spawn, o.threads);
+}
+
+void SmtpServer::drain() { impl_->listeners.drain(); }
+
+void SmtpServer::reload_tls(const std::string& cert_pem, const std::string& key_pem) {
+    if (!impl_->tls.available()) return;  // TLS was not configured at start (no TLS listeners either)
+    impl_->tls.set(net::make_server_tls(cert_pem, key_pem, impl_->options.tls_min_version));
 }
 
 void SmtpServer::stop() {

@@ -99,8 +99,15 @@ public:
 
     // Binds every listener (port 0 = ephemeral) and starts serving. Throws on bind failure.
     void start();
-    // Stops accepting, tells open sessions 421 and closes them, joins the threads.
+    // Graceful shutdown: stops accepting; sessions between transactions get "421 4.3.2 Service shutting
+    // down" now, the others after their transaction (stats().active counts those still open).
+    void drain();
+    // Ends the sessions still open (after drain(): those that did not finish in time) and joins the
+    // threads. A message not yet answered 250 is not accepted: the client sends it again.
     void stop();
+    // New TLS connections use this certificate chain and key (PEM); those open keep theirs. Throws
+    // (keeping the old one) when they do not load.
+    void reload_tls(const std::string& cert_pem, const std::string& key_pem);
     // Bound ports, in the order of options.listen then options.tls_listen.
     std::vector<std::uint16_t> ports() const;
     ServerStats stats() const;

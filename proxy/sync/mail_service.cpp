@@ -29,7 +29,8 @@ namespace {
 SourceError not_configured() { return SourceError{SourceError::Kind::NotFound, "mailbox not configured", {}}; }
 }  // namespace
 
-// Boxes are added before start() and never removed, so the pointer stays valid after the lock.
+// Boxes are added before start() or by a reload, and never removed, so the pointer stays valid after the
+// lock.
 MailService::Box* MailService::find_box(const std::string& mailbox) const {
     std::lock_guard lock(mutex_);
     auto it = boxes_.find(mailbox);

@@ -47,7 +47,8 @@ public:
     MailService(const MailService&) = delete;
     MailService& operator=(const MailService&) = delete;
 
-    // Registers a mailbox (lower-case address) and where its data comes from. Before start().
+    // Registers a mailbox (lower-case address) and where its data comes from. Before start(), or later
+    // (a reload adding an account): the scheduler picks it up at its next round.
     void add_mailbox(const std::string& address, MailSource& source);
     MailboxSync* mailbox(const std::string& address);
     StateStore& store() { return store_; }
