@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`graphbridge serve` under systemd's notification protocol (Type=notify, WatchdogSec=), with a real Unix
 datagram socket standing in for systemd: READY=1 once every listener is up (and not before: the SMTP port
-answers by then), WATCHDOG=1 at half of WATCHDOG_USEC while the bridge is healthy, STOPPING=1 on SIGTERM,
+answers by then), WATCHDOG=1 at half of WATCHDOG_USEC while the bridge is healthy, RELOADING=1 then READY=1
+on SIGHUP, STOPPING=1 on SIGTERM,
 exit status 0; and no message at all without NOTIFY_SOCKET (the same binary runs anywhere).
 
 Usage: systemd_notify.py GRAPHBRIDGE_BINARY        Exit status 0 = every check held."""
@@ -41,6 +42,21 @@ def main():
         check(ready and "STATUS=serving" in ready[0], "with a STATUS line")
         dogs = [ts for ts, m in got if m == "WATCHDOG=1"]
         check(5 <= len(dogs) <= 12, "WATCHDOG=1 about every 0.5 s for WATCHDOG_USEC=1 s (%d in 4 s)" % len(dogs))
+        # SIGHUP (ExecReload=): RELOADING=1, then READY=1 once the config is applied (systemctl reload waits
+        # for it).
+        t.bridge.send_signal(signal.SIGHUP)
+        seq = []
+        end = time.time() + 10
+        while time.time() < end and not any("READY=1" in m for m in seq):
+            try:
+                m = sock.recv(4096).decode()
+                if m != "WATCHDOG=1":
+                    seq.append(m)
+            except socket.timeout:
+                pass
+        check(len(seq) >= 2 and "RELOADING=1" in seq[0] and "READY=1" in seq[1],
+              "SIGHUP: RELOADING=1 then READY=1 (%s)" % seq)
+        check(t.bridge.poll() is None, "still running after the reload")
         t.bridge.send_signal(signal.SIGTERM)
         stopping = None
         end = time.time() + 10
