@@ -12,6 +12,7 @@ packages=(
   libgmime-3.0-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 swaks msmtp isync
+  dpkg-dev file adduser  # scripts/package.sh: cpack runs dpkg-shlibdeps and file; the .deb needs adduser
   default-jre-headless
   clang libclang-rt-14-dev  # scripts/fuzz.sh: libFuzzer (only a Recommends of clang, so named here)
 )
