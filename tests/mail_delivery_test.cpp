@@ -397,3 +397,53 @@ TEST_F(MailDeliveryTest, AfterACrashTheInterruptedAttemptsDraftIsDeletedOrRecogn
     EXPECT_EQ(r3.outcome, Outcome::Delivered) << r3.detail;
     EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-crash-gone").size(), 1u);
 }
+
+TEST_F(MailDeliveryTest, ADraftWhoseCreateAnswerWasLostIsFoundByMessageIdAndDeleted) {
+    // The create request was carried out but its answer was lost (a gateway timeout after the fact; the
+    // same as a crash while it was in flight): the draft's id is unknown. The message's Message-ID is the same
+    // on the next attempt (made from a seed), so that attempt finds the orphan in Drafts and deletes it.
+    auto drafts_before = sb_->server().graph().count_messages("scanner@sandbox.test", "drafts");
+    std::string m = "From: scanner@sandbox.test\r\nTo: bob@sandbox.test, alice@sandbox.test\r\nSubject: "
+                    "t-lost-create\r\n\r\nx\r\n";
+    PreparePolicy pol;
+    pol.message_id_seed = "host/Q-lost-create/1700000000";
+    auto p = prepare(m, env({"bob@sandbox.test"}), pol);
+    ASSERT_TRUE(p.ok());
+    ASSERT_EQ(p.mode, Mode::ExactRecipients);
+    ASSERT_FALSE(p.message_id.empty());
+    EXPECT_EQ(prepare(m, env({"bob@sandbox.test"}), pol).message_id, p.message_id) << "stable across attempts";
+    sandbox::Fault f;
+    f.target = sandbox::Fault::Target::Graph;
+    f.kind = sandbox::Fault::Kind::Status;
+    f.status = 504;
+    f.after = true;
+    f.path_suffix = "/messages";
+    sb_->server().inject(f, 1);
+    Deliverer d(access_->graph, access_->client);
+    Deliverer::Drafts first;
+    bool told = false;
+    first.created = [&](const std::string&) { told = true; };
+    auto r1 = d.deliver(p, &first);
+    EXPECT_EQ(r1.outcome, Outcome::Transient) << r1.detail;
+    EXPECT_FALSE(told) << "the id never reached the bridge";
+    EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "drafts"), drafts_before + 1);
+
+    // Without the check the orphan would stay; with it (a retry, or a message recovered after a crash)
+    // it is deleted and the message sent once.
+    Deliverer::Drafts retry;
+    retry.check_orphans = true;
+    auto r2 = d.deliver(prepare(m, env({"bob@sandbox.test"}), pol), &retry);
+    EXPECT_EQ(r2.outcome, Outcome::Delivered) << r2.detail;
+    EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "drafts"), drafts_before)
+        << "the orphan is gone";
+    EXPECT_EQ(inbox_ids("bob@sandbox.test", "t-lost-create").size(), 1u);
+
+    // A sent copy with the same Message-ID is never touched (only drafts are deleted): a later retry of
+    // the same message looks, finds no draft, and the Sent Items copy stays.
+    auto sent_before = sb_->server().graph().count_messages("scanner@sandbox.test", "sentitems");
+    Deliverer::Drafts again;
+    again.check_orphans = true;
+    auto r3 = d.deliver(prepare(m, env({"bob@sandbox.test"}), pol), &again);
+    EXPECT_EQ(r3.outcome, Outcome::Delivered) << r3.detail;
+    EXPECT_EQ(sb_->server().graph().count_messages("scanner@sandbox.test", "sentitems"), sent_before + 1);
+}

@@ -178,6 +178,30 @@ TEST(MailPrepare, MissingFromDateAndMessageIdAreAdded) {
     EXPECT_EQ(body_of(p.mime), "scan\r\n");
 }
 
+TEST(MailPrepare, MadeMessageIdFollowsTheSeedAndAClientsOneIsReported) {
+    std::string m = "From: scanner@sandbox.test\r\nTo: bob@sandbox.test\r\nSubject: s\r\n\r\nx\r\n";
+    PreparePolicy a, b;
+    a.message_id_seed = "host/Q1/1751364000";
+    b.message_id_seed = "host/Q2/1751364000";
+    auto p1 = prepare(m, env({"bob@sandbox.test"}), a);
+    auto p2 = prepare(m, env({"bob@sandbox.test"}), a);
+    auto p3 = prepare(m, env({"bob@sandbox.test"}), b);
+    auto random1 = prepare(m, env({"bob@sandbox.test"}));
+    auto random2 = prepare(m, env({"bob@sandbox.test"}));
+    ASSERT_TRUE(p1.ok() && p3.ok() && random1.ok());
+    EXPECT_EQ(p1.message_id, p2.message_id);  // every attempt of one message
+    EXPECT_NE(p1.message_id, p3.message_id);  // another message
+    EXPECT_NE(random1.message_id, random2.message_id);
+    EXPECT_EQ(p1.message_id.front(), '<');
+    EXPECT_NE(p1.message_id.find("@sandbox.test>"), std::string::npos) << p1.message_id;
+    EXPECT_NE(headers_of(p1.mime).find("Message-ID: " + p1.message_id), std::string::npos) << headers_of(p1.mime);
+    // The client's own, unfolded and trimmed; one unusable for a lookup is not reported.
+    auto own = prepare("Message-ID:\r\n  <abc.1@client.example>  \r\n" + m, env({"bob@sandbox.test"}), a);
+    EXPECT_EQ(own.message_id, "<abc.1@client.example>");
+    auto odd = prepare("Message-ID: not an id\r\n" + m, env({"bob@sandbox.test"}), a);
+    EXPECT_EQ(odd.message_id, "");
+}
+
 TEST(MailPrepare, UndisclosedRecipientsGroupIsDroppedAndEnvelopeGoesToBcc) {
     std::string m =
         "From: scanner@sandbox.test\r\nTo: Undisclosed recipients:;\r\nDate: x\r\n"

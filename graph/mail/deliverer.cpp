@@ -43,6 +43,26 @@ std::optional<bool> json_bool(const std::string& body, const char* name) {
     return it->value.GetBool();
 }
 
+// The ids of the drafts in a message list ({"value":[{"id":..,"isDraft":true},...]}); sent messages and
+// anything malformed are left out.
+std::vector<std::string> draft_ids(const std::string& body) {
+    std::vector<std::string> out;
+    rapidjson::Document d;
+    d.Parse(body.data(), body.size());
+    if (d.HasParseError() || !d.IsObject()) return out;
+    auto value = d.FindMember("value");
+    if (value == d.MemberEnd() || !value->value.IsArray()) return out;
+    for (const auto& m : value->value.GetArray()) {
+        if (!m.IsObject()) continue;
+        auto id = m.FindMember("id");
+        auto draft = m.FindMember("isDraft");
+        if (id != m.MemberEnd() && id->value.IsString() && id->value.GetStringLength() > 0 &&
+            draft != m.MemberEnd() && draft->value.IsBool() && draft->value.GetBool())
+            out.emplace_back(id->value.GetString(), id->value.GetStringLength());
+    }
+    return out;
+}
+
 void write_recipients(Writer& w, const char* key, const std::vector<Address>& list) {
     w.Key(key);
     w.StartArray();
@@ -303,6 +323,31 @@ DeliveryResult Deliverer::deliver(const Prepared& message, const Drafts* drafts)
         } else if (st.response.status != 404) {
             return finish(failure(st, "look up the interrupted attempt's draft"));
         }
+    }
+    if (drafts && drafts->previous.empty() && drafts->check_orphans && !message.message_id.empty()) {
+        std::string literal;
+        for (char c : message.message_id) {
+            if (c == '\'') literal.push_back('\'');
+            literal.push_back(c);
+        }
+        http::Request q;
+        q.method = "GET";
+        q.url = base + "/mailFolders/drafts/messages?$select=id,isDraft&$top=10&$filter=" +
+                url_encode("internetMessageId eq '" + literal + "'");
+        auto found = call(std::move(q));
+        if (found.response.status == 200) {
+            for (const auto& id : draft_ids(found.response.body)) {
+                http::Request r;
+                r.method = "DELETE";
+                r.url = base + "/messages/" + url_encode(id);
+                auto res = call(std::move(r));
+                if (res.response.status != 204 && res.response.status != 200 && res.response.status != 404)
+                    return finish(failure(res, "delete a draft an interrupted attempt left"));
+            }
+        } else if (found.response.status == 0 || found.response.status == 429 || found.response.status >= 500) {
+            return finish(failure(found, "look for drafts an interrupted attempt left"));
+        }
+        // Any other answer (a 400 for the filter): send anyway; at worst an orphan stays in Drafts.
     }
     std::string draft_id;
     {

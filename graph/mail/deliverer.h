@@ -81,6 +81,10 @@ class Deliverer {
     struct Drafts {
         std::string previous;                               // "" = none
         std::function<void(const std::string&)> created;  // may throw (nothing is cleaned up then)
+        // An earlier attempt may have died while its draft was being created (a crash, or a create
+        // request that timed out but was carried out), so its id was never known: look in Drafts for
+        // drafts with this message's Message-ID and delete them first.
+        bool check_orphans = false;
     };
     DeliveryResult deliver(const Prepared& message, const Drafts* drafts = nullptr);
 

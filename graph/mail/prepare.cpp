@@ -505,10 +505,22 @@ Prepared prepare(const std::string& raw_mime, const Envelope& env, const Prepare
         edits.append.push_back("Date: " + rfc5322_date(now));
         out.notes.push_back("added Date");
     }
-    if (find_all("Message-ID").empty()) {
-        edits.append.push_back("Message-ID: <" + auth::hex_lower(auth::random_bytes(16)) + "@" + domain +
-                               ">");
+    if (auto ids = find_all("Message-ID"); ids.empty()) {
+        std::string unique = policy.message_id_seed.empty()
+                                 ? auth::hex_lower(auth::random_bytes(16))
+                                 : auth::hex_lower(auth::sha256(policy.message_id_seed).substr(0, 16));
+        out.message_id = "<" + unique + "@" + domain + ">";
+        edits.append.push_back("Message-ID: " + out.message_id);
         out.notes.push_back("added Message-ID");
+    } else {
+        std::string v(value_of(ids.front()));
+        // Unfolded and trimmed; only a plain <left@right> is usable for a lookup.
+        v.erase(std::remove_if(v.begin(), v.end(), [](char c) { return c == '\r' || c == '\n'; }), v.end());
+        auto b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
+        if (b != std::string::npos) v = v.substr(b, e - b + 1);
+        bool plain = v.size() > 2 && v.size() <= 500 && v.front() == '<' && v.back() == '>' &&
+                     std::all_of(v.begin(), v.end(), [](char c) { return c > ' ' && c < 127; });
+        if (plain) out.message_id = v;
     }
 
     out.mime = render(raw, *block, edits, eol, false, {});

@@ -54,6 +54,9 @@ struct PreparePolicy {
     int max_depth = 20;
     std::size_t min_detach = 16 * 1024;  // parts smaller than this stay in the MIME of a Large message
     std::int64_t now = 0;                // unix seconds for a missing Date; 0 = the system clock
+    // A missing Message-ID is made from this (the same on every delivery attempt of one message, so a
+    // draft an interrupted attempt left can be found by it); "" = random.
+    std::string message_id_seed;
 };
 
 enum class Mode {
@@ -90,6 +93,7 @@ struct Prepared {
     bool patch_recipients = false;        // Mode::ExactRecipients, or Large with header-only recipients
     std::vector<Attachment> attachments;  // Mode::Large: cut out of `mime`, to upload
     std::vector<std::string> notes;       // what was rewritten, for the delivery log
+    std::string message_id;               // the Message-ID header's value ("<...>"), as sent
 
     bool ok() const { return !error.has_value(); }
 };

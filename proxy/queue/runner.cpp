@@ -220,7 +220,11 @@ void Runner::attempt(QueuedMessage& m) {
         return;
     }
     mail::Envelope menv{env.identity.mailbox, env.reverse_path, env.recipients};
-    mail::Prepared prepared = mail::prepare(body, menv, options_.prepare);
+    // A Message-ID made for this message stays the same on every attempt (and across restarts): the
+    // drafts of an interrupted attempt can be found by it.
+    mail::PreparePolicy policy = options_.prepare;
+    policy.message_id_seed = options_.hostname + "/" + m.id + "/" + std::to_string(env.received_at);
+    mail::Prepared prepared = mail::prepare(body, menv, policy);
     if (!prepared.ok()) {
         log::Logger::instance().write(log::Level::Warn, "queue", &ctx, "message refused before sending",
                                       {{"mailbox", env.identity.mailbox}, {"error", prepared.error->message}});
@@ -229,6 +233,7 @@ void Runner::attempt(QueuedMessage& m) {
     }
     mail::Deliverer::Drafts drafts;
     drafts.previous = m.draft_id;
+    drafts.check_orphans = m.attempts > 0 || m.recovered;
     drafts.created = [&](const std::string& draft_id) {
         store_.draft_created(m.id, draft_id);
         m.draft_id = draft_id;

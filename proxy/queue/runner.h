@@ -44,6 +44,9 @@ struct QueuedMessage {
     // The draft an earlier attempt made (big messages), recorded in the spool before its attachments went
     // up: the next attempt checks it first (sent already, or an orphan to delete).
     std::string draft_id;
+    // Loaded from the spool at start (or brought back by an admin): an earlier attempt may have been cut
+    // off anywhere, e.g. while creating a draft whose id it never learned.
+    bool recovered = false;
 };
 
 // Thrown by QueueStore::read_body when the entry no longer exists (e.g. `graphbridge queue delete`):

@@ -296,6 +296,7 @@ struct Bridge::Impl {
         m.attempts = static_cast<int>(entry->state.attempts);
         m.next_attempt = entry->state.next_attempt_ms / 1000;
         m.draft_id = entry->state.draft_id;
+        m.recovered = true;
         runner->enqueue(std::move(m));
     }
 
