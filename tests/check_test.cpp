@@ -63,12 +63,13 @@ protected:
     }
 
     // Writes a config with the given app lines and runs `graphbridge check`.
-    static Outcome check(const std::string& app_lines, const std::string& mailbox = "alice@sandbox.test") {
+    static Outcome check(const std::string& app_lines, const std::string& mailbox = "alice@sandbox.test",
+                         const std::string& tail = "") {
         std::string cfg = *dir_ + "/check.toml";
         std::ofstream(cfg) << "state_dir = \"" << *dir_ << "/state\"\n[app.sandbox]\n"
                            << app_lines << "\n[[account]]\nlogin = \"alice\"\npassword_hash = \"$scrypt$ln=15,r=8,p=1$"
                            << "AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"\napp = \"sandbox\"\n"
-                           << "mailbox = \"" << mailbox << "\"\n";
+                           << "mailbox = \"" << mailbox << "\"\n" << tail;
         std::string out = *dir_ + "/check.out";
         std::string cmd = std::string(GB_BINARY_PATH) + " check --config " + cfg + " >" + out + " 2>&1";
         int rc = std::system(cmd.c_str());
@@ -186,6 +187,23 @@ TEST_F(CheckTest, MissingConsentAndUnknownMailbox) {
     admin("/sandbox/apps/" + client_id(), R"({"roles":["Mail.Send","Mail.ReadWrite"]})");
     auto mb = check(good(), "nobody@sandbox.test");
     EXPECT_NE(mb.out.find("[FAILED] mailbox nobody@sandbox.test: no such mailbox"), std::string::npos) << mb.out;
+}
+
+TEST_F(CheckTest, SendOnlyAppWithoutReadListenersPassesAndSaysWhatItCannotTest) {
+    // Mail.Send only and no IMAP/POP3: reading the Inbox is refused (403), which is not a fault here.
+    admin("/sandbox/apps/" + client_id(), R"({"roles":["Mail.Send"]})");
+    std::string no_read = "[imap]\nlisten = []\ntls_listen = []\n[pop3]\nlisten = []\ntls_listen = []\n";
+    auto r = check(good(), "alice@sandbox.test", no_read);
+    EXPECT_EQ(r.status, 0) << r.out;
+    EXPECT_NE(r.out.find("mailbox alice@sandbox.test: not checked: reading it needs Mail.ReadWrite"), std::string::npos)
+        << r.out;
+    EXPECT_EQ(r.out.find("RBAC"), std::string::npos) << r.out;  // no false blame on the scope
+    // With IMAP/POP3 configured the missing permission is a failure, named as such.
+    auto with_read = check(good());
+    EXPECT_EQ(with_read.status, 1);
+    EXPECT_NE(with_read.out.find("Mail.ReadWrite is not granted but IMAP/POP3 listeners are configured"),
+              std::string::npos) << with_read.out;
+    admin("/sandbox/apps/" + client_id(), R"({"roles":["Mail.Send","Mail.ReadWrite"]})");
 }
 
 TEST_F(CheckTest, BrokenKeystoreIsACredentialFailure) {

@@ -105,6 +105,15 @@ TEST(Cli, UnknownCommandsAndOptionsFail) {
     EXPECT_EQ(run("--version").status, 0);
 }
 
+TEST(Cli, HelpAfterAnyCommandPrintsTheUsageAndRunsNothing) {
+    for (const char* args : {"sandbox --help", "passwd --help", "cert new --help", "serve -h", "queue list --help"}) {
+        auto r = run(args, "a-password-that-must-not-be-read\n");
+        EXPECT_EQ(r.status, 0) << args << ": " << r.err;
+        EXPECT_NE(r.out.find("sandbox [--dir DIR]"), std::string::npos) << args << ": " << r.out;
+        EXPECT_EQ(r.out.find("password_hash = \"$scrypt"), std::string::npos) << args << ": passwd ran";
+    }
+}
+
 TEST(Cli, SandboxStartsAnswersCurlAndStopsOnCtrlC) {
     std::string dir = ::testing::TempDir() + "/gb_cli_sandbox_" + std::to_string(::getpid());
     fs::remove_all(dir);

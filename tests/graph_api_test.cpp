@@ -32,6 +32,10 @@ TEST(GraphErrors, Classification) {
     EXPECT_EQ(classify(504, ""), FailureKind::Transient);
     EXPECT_EQ(classify(401, "InvalidAuthenticationToken"), FailureKind::Auth);
     EXPECT_EQ(classify(403, "ErrorSendAsDenied"), FailureKind::Permanent);
+    // Missing consent or permission, or a scope leaving the mailbox out: an admin fixes it; mail waits.
+    EXPECT_EQ(classify(403, "ErrorAccessDenied"), FailureKind::Auth);
+    EXPECT_EQ(classify(403, "Authorization_RequestDenied"), FailureKind::Auth);
+    EXPECT_EQ(classify(403, ""), FailureKind::Permanent);
     EXPECT_EQ(classify(400, "ErrorInvalidRecipients"), FailureKind::Permanent);
 }
 

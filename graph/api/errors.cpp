@@ -59,6 +59,13 @@ std::optional<GraphError> parse_graph_error(std::string_view body) {
 FailureKind classify(int status, std::string_view code) {
     if (status == 429) return FailureKind::Throttled;
     if (status == 401) return FailureKind::Auth;
+    // The app may not act on this mailbox: admin consent missing (no roles in the token), Mail.Send not
+    // granted, or an RBAC / application access policy scope that leaves the mailbox out. All are fixed by
+    // an admin (and such changes take up to an hour or two to apply): keep the mail and retry, as for a
+    // token failure, rather than bounce it. Send As denied (a foreign From) is about the message: final.
+    if (status == 403 && (code == "ErrorAccessDenied" || code == "Authorization_RequestDenied" ||
+                          code == "AccessDenied" || code == "Forbidden"))
+        return FailureKind::Auth;
     if (status == 408 || status == 500 || status == 502 || status == 503 || status == 504) return FailureKind::Transient;
     if (code == "ServiceNotAvailable" || code == "serviceNotAvailable" || code == "ErrorServerBusy" ||
         code == "activityLimitReached")

@@ -41,6 +41,9 @@ commands:
   config check FILE              validate a config; errors name the file, line and key
   queue list | retry ID | delete ID
   --help, --version
+
+serve: SIGHUP reloads accounts, relay networks, [tls] and [log] without dropping connections; SIGTERM
+stops accepting and lets transactions in progress finish (at most shutdown_timeout, default 30s).
 )";
 
 // Parses "--name value" options after the command words.
@@ -352,6 +355,13 @@ int run(const std::vector<std::string>& args, std::istream& in, std::ostream& ou
         return args.empty() ? 2 : 0;
     }
     const std::string& cmd = args[0];
+    // `graphbridge COMMAND --help`: the usage (it lists every command with its options), never the command.
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        if (args[i] == "--help" || args[i] == "-h") {
+            out << kUsage;
+            return 0;
+        }
+    }
     if (cmd == "--version") {
         out << "graphbridge 0.1.0\n";
         return 0;

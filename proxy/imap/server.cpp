@@ -33,12 +33,15 @@ struct ImapServer::Impl {
     asio::thread_pool work;
     net::ServerTls tls;
     std::atomic<std::size_t> active{0};
+    std::atomic<std::uint64_t> auth_failures{0};
 
     // Last: destroyed first, with the connections still running at stop(), which use the members above.
     net::Listeners listeners;
 
     Impl(ServerOptions o, SessionServices s)
-        : options(std::move(o)), services(s), work(static_cast<std::size_t>(std::max(1, options.work_threads))) {}
+        : options(std::move(o)), services(s), work(static_cast<std::size_t>(std::max(1, options.work_threads))) {
+        services.auth_failures = &auth_failures;
+    }
 };
 
 namespace {
@@ -389,6 +392,7 @@ ServerStats ImapServer::stats() const {
     s.connections = impl_->listeners.connections();
     s.refused = impl_->listeners.refused();
     s.active = impl_->active;
+    s.auth_failures = impl_->auth_failures;
     return s;
 }
 

@@ -38,7 +38,7 @@ struct ServerOptions {
 };
 
 struct ServerStats {
-    std::uint64_t connections = 0, refused = 0;
+    std::uint64_t connections = 0, refused = 0, auth_failures = 0;
     std::size_t active = 0;
 };
 

@@ -418,6 +418,7 @@ void Session::finish_login(const std::string& tag, std::optional<smtp::Account> 
     delay_ = delay;
     if (!account) {
         if (svc_.throttle) svc_.throttle->record_failure(cfg_.client_ip);
+        if (svc_.auth_failures) ++*svc_.auth_failures;
         log::Logger::instance().write(log::Level::Warn, "imap", &ctx_, "authentication failed",
                                       {{"ip", cfg_.client_ip}, {"login", log::client_text(user)}});
         no(tag, "[AUTHENTICATIONFAILED] Invalid credentials");

@@ -27,6 +27,7 @@
 // pending).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -63,6 +64,7 @@ struct SessionServices {
     sync::MailService* mail = nullptr;        // folders, messages, bodies
     sync::SentRegistry* sent = nullptr;       // messages the bridge sent (APPEND to Sent Items dedup)
     bool trash_expunge_permanent = true;      // EXPUNGE in Deleted Items: permanentDelete (else DELETE)
+    std::atomic<std::uint64_t>* auth_failures = nullptr;  // counted for /metrics (optional)
 };
 
 class Session {

@@ -523,15 +523,14 @@ void Bridge::Impl::register_metrics() {
         const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count();  // unix seconds, for the ages below
-        // One protocol's front end: open sessions, connections, refusals, failed logins (IMAP counts its
-        // failures in the shared throttle only).
+        // One protocol's front end: open sessions, connections, refusals, failed logins.
         auto server = [&](const char* protocol, std::size_t active, std::uint64_t connections, std::uint64_t refused,
-                          std::optional<std::uint64_t> auth_failures) {
+                          std::uint64_t auth_failures) {
             metrics::Labels l{{"protocol", protocol}};
             s.sample("graphbridge_sessions", l, n(active));
             s.sample("graphbridge_connections_total", l, n(connections));
             s.sample("graphbridge_connections_refused_total", l, n(refused));
-            if (auth_failures) s.sample("graphbridge_auth_failures_total", l, n(*auth_failures));
+            s.sample("graphbridge_auth_failures_total", l, n(auth_failures));
         };
         if (smtp) {
             auto st = smtp->stats();
@@ -540,7 +539,7 @@ void Bridge::Impl::register_metrics() {
         }
         if (imap) {
             auto st = imap->stats();
-            server("imap", st.active, st.connections, st.refused, std::nullopt);
+            server("imap", st.active, st.connections, st.refused, st.auth_failures);
         }
         if (pop3) {
             auto st = pop3->stats();
@@ -774,23 +773,25 @@ Bridge::ReloadReport Bridge::reload() {
     auto differs = [&](bool different, const char* what) {
         if (different) r.needs_restart.push_back(what);
     };
-    differs(listeners_text(before.smtp) != listeners_text(next.smtp), "[smtp] listeners");
-    differs(listeners_text(before.imap) != listeners_text(next.imap), "[imap] listeners");
-    differs(listeners_text(before.pop3) != listeners_text(next.pop3), "[pop3] listeners");
-    differs(before.admin_listen.to_string() != next.admin_listen.to_string(), "[admin] listen");
-    differs(apps_text(before.apps) != apps_text(next.apps), "[app.*]");
-    differs(before.state_dir != next.state_dir, "state_dir");
-    differs(before.smtp.max_message_size != next.smtp.max_message_size || before.smtp.from_policy != next.smtp.from_policy,
+    // Against what is running: these were read at start and are never changed by a reload.
+    const config::Config& running = d.cfg;
+    differs(listeners_text(running.smtp) != listeners_text(next.smtp), "[smtp] listeners");
+    differs(listeners_text(running.imap) != listeners_text(next.imap), "[imap] listeners");
+    differs(listeners_text(running.pop3) != listeners_text(next.pop3), "[pop3] listeners");
+    differs(running.admin_listen.to_string() != next.admin_listen.to_string(), "[admin] listen");
+    differs(apps_text(running.apps) != apps_text(next.apps), "[app.*]");
+    differs(running.state_dir != next.state_dir, "state_dir");
+    differs(running.smtp.max_message_size != next.smtp.max_message_size || running.smtp.from_policy != next.smtp.from_policy,
             "[smtp] max_message_size / from_policy");
-    differs(before.tls.min_version != next.tls.min_version, "[tls] min_version");
-    differs(before.queue.lifetime_s != next.queue.lifetime_s || before.queue.retry_initial_s != next.queue.retry_initial_s ||
-                before.queue.retry_max_s != next.queue.retry_max_s || before.queue.workers != next.queue.workers ||
-                before.queue.per_mailbox != next.queue.per_mailbox,
+    differs(running.tls.min_version != next.tls.min_version, "[tls] min_version");
+    differs(running.queue.lifetime_s != next.queue.lifetime_s || running.queue.retry_initial_s != next.queue.retry_initial_s ||
+                running.queue.retry_max_s != next.queue.retry_max_s || running.queue.workers != next.queue.workers ||
+                running.queue.per_mailbox != next.queue.per_mailbox,
             "[queue]");
-    differs(before.graph.timeout_ms != next.graph.timeout_ms, "[graph] timeout");
-    differs(before.imap.poll_interval_ms != next.imap.poll_interval_ms ||
-                before.imap.idle_poll_interval_ms != next.imap.idle_poll_interval_ms ||
-                before.imap.cache_size != next.imap.cache_size || before.imap.trash_expunge != next.imap.trash_expunge,
+    differs(running.graph.timeout_ms != next.graph.timeout_ms, "[graph] timeout");
+    differs(running.imap.poll_interval_ms != next.imap.poll_interval_ms ||
+                running.imap.idle_poll_interval_ms != next.imap.idle_poll_interval_ms ||
+                running.imap.cache_size != next.imap.cache_size || running.imap.trash_expunge != next.imap.trash_expunge,
             "[imap] poll_interval / idle_poll_interval / cache_size / trash_expunge");
     d.reloaded = std::move(next);
     r.ok = true;

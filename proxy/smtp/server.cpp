@@ -101,13 +101,14 @@ public:
                 self->srv_.throttle.record_failure(self->ip_);
                 ++self->srv_.auth_failures;
             }
-            asio::post(self->executor_, [self, account = std::move(account), delay]() mutable {
+            asio::post(self->executor_, [self, account = std::move(account), user, delay]() mutable {
                 bool ok = account.has_value();
                 if (ok) self->account_ = std::move(account);
+                // The login as the client typed it (escaped, capped), as IMAP and POP3 log it; never the password.
                 log::Logger::instance().write(ok ? log::Level::Info : log::Level::Warn, "smtp", &self->ctx_,
                                               ok ? "authenticated" : "authentication failed",
-                                              {{"ip", self->ip_}, {"login", log::client_text(
-                                                                                 ok ? self->account_->login : "")}});
+                                              {{"ip", self->ip_},
+                                               {"login", log::client_text(ok ? self->account_->login : user, 100)}});
                 self->deliver(ok ? proto::Answer::accept() : proto::Answer::refuse(), delay);
             });
         });

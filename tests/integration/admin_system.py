@@ -111,6 +111,16 @@ def main():
                 pass
         m3 = metrics(port)
         check(m3['graphbridge_auth_failures_total{protocol="smtp"}'] > fails, "a failed AUTH is counted")
+        ifails = m3.get('graphbridge_auth_failures_total{protocol="imap"}')
+        check(ifails is not None, "IMAP failed logins are a series too")
+        m = imaplib.IMAP4("127.0.0.1", t.imap_port, timeout=30)
+        try:
+            m.login("bob", "wrong password")
+        except imaplib.IMAP4.error:
+            pass
+        m.shutdown()
+        check(metrics(port).get('graphbridge_auth_failures_total{protocol="imap"}', 0) == (ifails or 0) + 1,
+              "a failed IMAP LOGIN is counted once")
         check("wrong password" not in get(port, "/metrics")[2], "no credential text in /metrics")
 
         # Not ready while the token endpoint is down and the token the bridge holds no longer works.
