@@ -67,6 +67,7 @@ Runner::RetryResult Runner::retry_now(const std::string& id) {
 
 std::size_t Runner::release_waiting(const std::string& app) {
     std::lock_guard lock(mutex_);
+    if (!apps_with_waiting_.erase(app)) return 0;
     std::int64_t t = now();
     std::size_t n = 0;
     for (auto& [mailbox, queue] : due_) {
@@ -270,6 +271,10 @@ void Runner::attempt(QueuedMessage& m) {
             until = std::max(until, now() + std::max<std::int64_t>(*r.retry_after, 1));
         }
         defer(r.detail, r.retry_after);
+        if (m.waiting_for_app) {  // after it is queued again: the next success of the app finds it
+            std::lock_guard lock(mutex_);
+            apps_with_waiting_.insert(env.identity.app);
+        }
         return;
     }
     std::string reason = expired ? "delivery kept failing until the queue lifetime ran out: " + r.detail : r.detail;

@@ -131,6 +131,10 @@ private:
     std::size_t queued_ = 0;
     std::map<std::string, int> in_flight_per_mailbox_;
     std::map<std::string, std::int64_t> paused_until_;  // mailbox -> unix seconds (Graph said Retry-After)
+    // Apps with messages deferred because the app was unreachable: release_waiting() scans the queue only
+    // for those (every successful delivery asks; a scan each time made delivering 20,000 queued messages
+    // quadratic: 490 instead of 1,800 msg/s).
+    std::set<std::string> apps_with_waiting_;
     std::set<std::string> in_flight_ids_;
     std::map<std::string, std::int64_t> in_flight_received_;  // id -> received_at, for the oldest age
     std::size_t in_flight_ = 0;
