@@ -34,6 +34,7 @@ struct ImapServer::Impl {
     net::ServerTls tls;
     std::atomic<std::size_t> active{0};
     std::atomic<std::uint64_t> auth_failures{0};
+    std::atomic<std::size_t> authenticated{0}, idling{0};
 
     // Last: destroyed first, with the connections still running at stop(), which use the members above.
     net::Listeners listeners;
@@ -41,6 +42,8 @@ struct ImapServer::Impl {
     Impl(ServerOptions o, SessionServices s)
         : options(std::move(o)), services(s), work(static_cast<std::size_t>(std::max(1, options.work_threads))) {
         services.auth_failures = &auth_failures;
+        services.authenticated = &authenticated;
+        services.idling = &idling;
     }
 };
 
@@ -393,6 +396,8 @@ ServerStats ImapServer::stats() const {
     s.refused = impl_->listeners.refused();
     s.active = impl_->active;
     s.auth_failures = impl_->auth_failures;
+    s.authenticated = impl_->authenticated;
+    s.idling = impl_->idling;
     return s;
 }
 

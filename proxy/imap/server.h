@@ -39,7 +39,7 @@ struct ServerOptions {
 
 struct ServerStats {
     std::uint64_t connections = 0, refused = 0, auth_failures = 0;
-    std::size_t active = 0;
+    std::size_t active = 0, authenticated = 0, idling = 0;
 };
 
 class ImapServer {

@@ -118,7 +118,11 @@ Session::Session(SessionServices services, SessionConfig config)
     out(fmt::format("* OK [CAPABILITY {}] graphbridge IMAP4rev1 ready\r\n", capabilities()));
 }
 
-Session::~Session() { deselect(); }
+Session::~Session() {
+    if (idle_tag_ && svc_.idling) --*svc_.idling;
+    if (account_ && svc_.authenticated) --*svc_.authenticated;
+    deselect();
+}
 
 std::string Session::take_output() {
     std::string o = std::move(output_);
@@ -220,6 +224,7 @@ void Session::process() {
             } else if (idle_tag_) {
                 bad(*idle_tag_, "Expected DONE");
                 idle_tag_.reset();
+                if (svc_.idling) --*svc_.idling;
                 if (selected_) svc_.mail->set_fast(selected_->watch_id, false);
             } else {
                 bad(e->tag.empty() ? "*" : e->tag, e->text);
@@ -234,6 +239,7 @@ void Session::handle_raw_line(const std::string& line) {
     if (idle_tag_) {
         std::string tag = *idle_tag_;
         idle_tag_.reset();
+        if (svc_.idling) --*svc_.idling;
         if (selected_) svc_.mail->set_fast(selected_->watch_id, false);
         if (!iequals(line, "DONE")) {
             bad(tag, "Expected DONE");
@@ -436,6 +442,7 @@ void Session::finish_login(const std::string& tag, std::optional<smtp::Account> 
         return;
     }
     account_ = std::move(account);
+    if (svc_.authenticated) ++*svc_.authenticated;
     reader_.set_limits(pi::Limits{});  // APPEND of real messages needs the full limits
     log::Logger::instance().write(log::Level::Info, "imap", &ctx_, "authenticated",
                                   {{"ip", cfg_.client_ip}, {"login", log::client_text(account_->login)}});
@@ -770,6 +777,7 @@ void Session::cmd_uid(const Command& c) {
 void Session::cmd_idle(const Command& c) {
     if (!c.args.empty()) return bad(c.tag, "IDLE takes no arguments");
     idle_tag_ = c.tag;
+    if (svc_.idling) ++*svc_.idling;
     out("+ idling\r\n");
     reader_.set_raw_line_mode(true);
     if (selected_) {

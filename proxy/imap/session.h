@@ -65,6 +65,8 @@ struct SessionServices {
     sync::SentRegistry* sent = nullptr;       // messages the bridge sent (APPEND to Sent Items dedup)
     bool trash_expunge_permanent = true;      // EXPUNGE in Deleted Items: permanentDelete (else DELETE)
     std::atomic<std::uint64_t>* auth_failures = nullptr;  // counted for /metrics (optional)
+    std::atomic<std::size_t>* authenticated = nullptr;    // sessions logged in now (optional)
+    std::atomic<std::size_t>* idling = nullptr;           // sessions in IDLE now (optional)
 };
 
 class Session {

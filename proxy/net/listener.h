@@ -149,6 +149,28 @@ private:
     std::atomic<std::int64_t> last_stall_log_ms_{-60000};  // steady clock; the stall warning at most once a minute
 };
 
+// One unit of a gauge held while a condition lasts (a session logged in): set() takes it once, clear() or
+// the destructor gives it back. Owned by one connection (its strand).
+class GaugeHold {
+public:
+    GaugeHold() = default;
+    GaugeHold(const GaugeHold&) = delete;
+    GaugeHold& operator=(const GaugeHold&) = delete;
+    ~GaugeHold() { clear(); }
+    void set(std::atomic<std::size_t>& gauge) {
+        if (gauge_) return;
+        gauge_ = &gauge;
+        ++gauge;
+    }
+    void clear() {
+        if (gauge_) --*gauge_;
+        gauge_ = nullptr;
+    }
+
+private:
+    std::atomic<std::size_t>* gauge_ = nullptr;
+};
+
 // Registration of a running connection with its Listeners (untracked when destroyed).
 class Tracked {
 public:

@@ -36,6 +36,7 @@ struct Pop3Server::Impl {
 
     std::atomic<std::uint64_t> logins{0}, auth_failures{0}, retrieved{0}, deleted{0};
     std::atomic<std::size_t> active{0};
+    std::atomic<std::size_t> authenticated{0};  // sessions logged in now
 
     // Last: destroyed first, with the connections still running at stop(), which use the members above.
     net::Listeners listeners;
@@ -120,7 +121,10 @@ public:
             }
             asio::post(self->executor_, [self, account = std::move(account), user, mechanism, delay]() mutable {
                 bool ok = account.has_value();
-                if (ok) self->account_ = std::move(account);
+                if (ok) {
+                    self->account_ = std::move(account);
+                    self->logged_in_.set(self->srv_.authenticated);
+                }
                 log::Logger::instance().write(ok ? log::Level::Info : log::Level::Warn, "pop3", &self->ctx_,
                                               ok ? "authenticated" : "authentication failed",
                                               {{"ip", self->ip_},
@@ -144,6 +148,7 @@ public:
                                                   {{"mailbox", self->account_->mailbox},
                                                    {"error", log::client_text(e->detail)}});
                     self->account_.reset();
+                    self->logged_in_.clear();
                     self->deliver(proto::Answer::refuse(), {});
                     return;
                 }
@@ -319,6 +324,7 @@ private:
 
     std::unique_ptr<proto::Pop3Engine> engine_;
     std::optional<smtp::Account> account_;
+    net::GaugeHold logged_in_;
     std::vector<MaildropEntry> entries_;  // the snapshot, for fetch/remove by index
     std::string message_;                 // between a fetch and take_message()
 };
@@ -484,6 +490,7 @@ ServerStats Pop3Server::stats() const {
     s.messages_retrieved = impl_->retrieved;
     s.messages_deleted = impl_->deleted;
     s.active = impl_->active;
+    s.authenticated = impl_->authenticated;
     return s;
 }
 

@@ -89,6 +89,7 @@ struct ServerStats {
     std::uint64_t messages_retrieved = 0;  // RETR and TOP answered with the message
     std::uint64_t messages_deleted = 0;    // removed through the provider at QUIT
     std::size_t active = 0;
+    std::size_t authenticated = 0;  // of the active sessions, logged in
 };
 
 class Pop3Server {

@@ -501,6 +501,9 @@ void Bridge::Impl::register_metrics() {
     registry.family("graphbridge_queue_oldest_age_seconds", "Age of the oldest message in the queue (0 when empty).",
                     Type::Gauge);
     registry.family("graphbridge_sessions", "Open client sessions by protocol.", Type::Gauge);
+    registry.family("graphbridge_sessions_authenticated", "Open client sessions that have logged in, by protocol.",
+                    Type::Gauge);
+    registry.family("graphbridge_imap_idle_sessions", "IMAP sessions in IDLE (waiting for new mail).", Type::Gauge);
     registry.family("graphbridge_connections_total", "Connections accepted by protocol.", Type::Counter);
     registry.family("graphbridge_connections_refused_total", "Connections refused at the connection cap.",
                     Type::Counter);
@@ -524,10 +527,11 @@ void Bridge::Impl::register_metrics() {
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count();  // unix seconds, for the ages below
         // One protocol's front end: open sessions, connections, refusals, failed logins.
-        auto server = [&](const char* protocol, std::size_t active, std::uint64_t connections, std::uint64_t refused,
-                          std::uint64_t auth_failures) {
+        auto server = [&](const char* protocol, std::size_t active, std::size_t authenticated, std::uint64_t connections,
+                          std::uint64_t refused, std::uint64_t auth_failures) {
             metrics::Labels l{{"protocol", protocol}};
             s.sample("graphbridge_sessions", l, n(active));
+            s.sample("graphbridge_sessions_authenticated", l, n(authenticated));
             s.sample("graphbridge_connections_total", l, n(connections));
             s.sample("graphbridge_connections_refused_total", l, n(refused));
             s.sample("graphbridge_auth_failures_total", l, n(auth_failures));
@@ -535,15 +539,16 @@ void Bridge::Impl::register_metrics() {
         if (smtp) {
             auto st = smtp->stats();
             s.sample("graphbridge_messages_accepted_total", {}, n(st.messages_accepted));
-            server("smtp", st.active, st.connections, st.refused_connections, st.auth_failures);
+            server("smtp", st.active, st.authenticated, st.connections, st.refused_connections, st.auth_failures);
         }
         if (imap) {
             auto st = imap->stats();
-            server("imap", st.active, st.connections, st.refused, st.auth_failures);
+            server("imap", st.active, st.authenticated, st.connections, st.refused, st.auth_failures);
+            s.sample("graphbridge_imap_idle_sessions", {}, n(st.idling));
         }
         if (pop3) {
             auto st = pop3->stats();
-            server("pop3", st.active, st.connections, st.refused_connections, st.auth_failures);
+            server("pop3", st.active, st.authenticated, st.connections, st.refused_connections, st.auth_failures);
         }
         if (runner) {
             auto st = runner->stats();

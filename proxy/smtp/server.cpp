@@ -36,6 +36,7 @@ struct SmtpServer::Impl {
 
     std::atomic<std::uint64_t> accepted_messages{0}, auth_failures{0};
     std::atomic<std::size_t> active{0};
+    std::atomic<std::size_t> authenticated{0};  // sessions logged in now
 
     // Last: destroyed first, with the connections still running at stop(), which use the members above.
     net::Listeners listeners;
@@ -103,7 +104,10 @@ public:
             }
             asio::post(self->executor_, [self, account = std::move(account), user, delay]() mutable {
                 bool ok = account.has_value();
-                if (ok) self->account_ = std::move(account);
+                if (ok) {
+                    self->account_ = std::move(account);
+                    self->logged_in_.set(self->srv_.authenticated);
+                }
                 // The login as the client typed it (escaped, capped), as IMAP and POP3 log it; never the password.
                 log::Logger::instance().write(ok ? log::Level::Info : log::Level::Warn, "smtp", &self->ctx_,
                                               ok ? "authenticated" : "authentication failed",
@@ -272,6 +276,7 @@ private:
 
     std::unique_ptr<proto::SmtpEngine> engine_;
     std::optional<Account> account_;
+    net::GaugeHold logged_in_;
     std::optional<SenderIdentity> identity_;
     std::unique_ptr<MessageWriter> writer_;
 };
@@ -417,6 +422,7 @@ ServerStats SmtpServer::stats() const {
     s.messages_accepted = impl_->accepted_messages;
     s.auth_failures = impl_->auth_failures;
     s.active = impl_->active;
+    s.authenticated = impl_->authenticated;
     return s;
 }
 

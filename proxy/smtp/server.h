@@ -88,6 +88,7 @@ struct ServerStats {
     std::uint64_t messages_accepted = 0;
     std::uint64_t auth_failures = 0;
     std::size_t active = 0;
+    std::size_t authenticated = 0;  // of the active sessions, logged in with AUTH
 };
 
 class SmtpServer {

@@ -96,6 +96,26 @@ def main():
         imap.select("INBOX")
         m2 = metrics(port)
         check(m2['graphbridge_sessions{protocol="imap"}'] >= 1, "an open IMAP session shows in sessions{imap}")
+        auth_before = m2['graphbridge_sessions_authenticated{protocol="imap"}']
+        check(auth_before >= 1, "and as logged in (sessions_authenticated{imap} %s)" % auth_before)
+        # A second session, not logged in: sessions grows, sessions_authenticated does not; then IDLE.
+        anon = imaplib.IMAP4("127.0.0.1", t.imap_port, timeout=30)
+        m2b = metrics(port)
+        check(m2b['graphbridge_sessions{protocol="imap"}'] == m2['graphbridge_sessions{protocol="imap"}'] + 1 and
+              m2b['graphbridge_sessions_authenticated{protocol="imap"}'] == auth_before,
+              "a session that has not logged in counts in sessions only")
+        anon.shutdown()
+        idle_before = m2b["graphbridge_imap_idle_sessions"]
+        tag = imap._new_tag().decode()
+        imap.send(("%s IDLE\r\n" % tag).encode())
+        imap.readline()  # "+ idling"
+        check(rs.wait_for(lambda: metrics(port)["graphbridge_imap_idle_sessions"] == idle_before + 1, 5, 0.1),
+              "IDLE shows in imap_idle_sessions")
+        imap.send(b"DONE\r\n")
+        while not imap.readline().startswith(tag.encode()):
+            pass
+        check(rs.wait_for(lambda: metrics(port)["graphbridge_imap_idle_sessions"] == idle_before, 5, 0.1),
+              "and leaves it after DONE")
         check(m2["graphbridge_sync_polls_total"] >= m1["graphbridge_sync_polls_total"], "sync rounds counted")
         lag = rs.wait_for(lambda: metrics(port).get('graphbridge_sync_lag_seconds{mailbox="bob@sandbox.test"}'), 30, 0.5)
         m2 = metrics(port)
