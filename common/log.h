@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <atomic>
 #include <mutex>
 #include <ostream>
 #include <string>
@@ -44,7 +45,7 @@ public:
 
     void configure(Level level, Format format);
     void set_stream(std::ostream* out);  // default std::cerr; tests capture
-    bool enabled(Level l) const { return static_cast<int>(l) <= static_cast<int>(level_); }
+    bool enabled(Level l) const { return static_cast<int>(l) <= static_cast<int>(level_.load()); }
     Level level() const { return level_; }
 
     void write(Level l, std::string_view component, const Context* ctx, std::string_view message,
@@ -55,8 +56,9 @@ public:
                             std::initializer_list<Field> fields, std::int64_t unix_ms) const;
 
 private:
-    Level level_ = Level::Info;
-    Format format_ = Format::Text;
+    // Atomic: a reload (SIGHUP) changes them while other threads log.
+    std::atomic<Level> level_{Level::Info};
+    std::atomic<Format> format_{Format::Text};
     std::ostream* out_ = nullptr;
     std::mutex mutex_;
 };

@@ -198,6 +198,9 @@ TEST(MailPrepare, MadeMessageIdFollowsTheSeedAndAClientsOneIsReported) {
     // The client's own, unfolded and trimmed; one unusable for a lookup is not reported.
     auto own = prepare("Message-ID:\r\n  <abc.1@client.example>  \r\n" + m, env({"bob@sandbox.test"}), a);
     EXPECT_EQ(own.message_id, "<abc.1@client.example>");
+    EXPECT_TRUE(p1.message_id_made);
+    EXPECT_FALSE(random1.message_id_made);  // no seed: not this queue entry's for sure
+    EXPECT_FALSE(own.message_id_made);      // the client's: another entry or a user's draft may share it
     auto odd = prepare("Message-ID: not an id\r\n" + m, env({"bob@sandbox.test"}), a);
     EXPECT_EQ(odd.message_id, "");
 }

@@ -324,7 +324,7 @@ DeliveryResult Deliverer::deliver(const Prepared& message, const Drafts* drafts)
             return finish(failure(st, "look up the interrupted attempt's draft"));
         }
     }
-    if (drafts && drafts->previous.empty() && drafts->check_orphans && !message.message_id.empty()) {
+    if (drafts && drafts->previous.empty() && drafts->check_orphans && message.message_id_made) {
         std::string literal;
         for (char c : message.message_id) {
             if (c == '\'') literal.push_back('\'');

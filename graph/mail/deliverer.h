@@ -83,7 +83,9 @@ class Deliverer {
         std::function<void(const std::string&)> created;  // may throw (nothing is cleaned up then)
         // An earlier attempt may have died while its draft was being created (a crash, or a create
         // request that timed out but was carried out), so its id was never known: look in Drafts for
-        // drafts with this message's Message-ID and delete them first.
+        // drafts with this message's Message-ID and delete them first. Only for a Message-ID the bridge
+        // made for this queue entry (Prepared::message_id_made): a client's own may be shared by another
+        // entry (one message split into two transactions) or by the user's own draft.
         bool check_orphans = false;
     };
     DeliveryResult deliver(const Prepared& message, const Drafts* drafts = nullptr);

@@ -510,6 +510,7 @@ Prepared prepare(const std::string& raw_mime, const Envelope& env, const Prepare
                                  ? auth::hex_lower(auth::random_bytes(16))
                                  : auth::hex_lower(auth::sha256(policy.message_id_seed).substr(0, 16));
         out.message_id = "<" + unique + "@" + domain + ">";
+        out.message_id_made = !policy.message_id_seed.empty();
         edits.append.push_back("Message-ID: " + out.message_id);
         out.notes.push_back("added Message-ID");
     } else {

@@ -94,6 +94,7 @@ struct Prepared {
     std::vector<Attachment> attachments;  // Mode::Large: cut out of `mime`, to upload
     std::vector<std::string> notes;       // what was rewritten, for the delivery log
     std::string message_id;               // the Message-ID header's value ("<...>"), as sent
+    bool message_id_made = false;         // made by prepare() from message_id_seed: this message's alone
 
     bool ok() const { return !error.has_value(); }
 };

@@ -79,12 +79,17 @@ public:
     void drain() override {
         asio::post(strand_, [self = shared_from_this()] {
             self->draining_ = true;
-            if (self->reading_) {
-                self->drain_cancelled_ = true;
-                boost::system::error_code ignored;
-                self->lowest().cancel(ignored);
-            }
+            self->cancel_read_for_drain();
         });
+    }
+    // Wakes the reader blocked for the client's next bytes so that it says goodbye. cancel() stops every
+    // operation on the socket, so never while output is being written (a FETCH streaming to a slow
+    // client): the writer calls this again once it has written everything.
+    void cancel_read_for_drain() {
+        if (!draining_ || !reading_ || drain_cancelled_ || writing_ || !outq_.empty()) return;
+        drain_cancelled_ = true;
+        boost::system::error_code ignored;
+        lowest().cancel(ignored);
     }
 
 private:
@@ -225,7 +230,10 @@ awaitable<void> Connection::writer() {
             out_bytes_ = 0;
             close_socket();
         }
-        if (outq_.empty()) drained_signal_.cancel();
+        if (outq_.empty()) {
+            drained_signal_.cancel();
+            cancel_read_for_drain();  // draining and the reader waits: it may say goodbye now
+        }
     }
     writer_done_ = true;
     drained_signal_.cancel();
@@ -288,10 +296,15 @@ awaitable<void> Connection::run() {
     session_->set_wake([weak] {
         auto c = weak.lock();
         if (!c) return;
-        asio::post(c->work_, [c] {
-            c->session_->deliver_updates();
-            std::string out = c->session_->take_output();
-            if (!out.empty()) asio::post(c->strand_, [c, out = std::move(out)]() mutable { c->enqueue(std::move(out)); });
+        // Weak inside the handler too: one left queued on the work pool after stop() must not keep the
+        // connection alive past the io_context it belongs to.
+        asio::post(c->work_, [weak] {
+            auto conn = weak.lock();
+            if (!conn || !conn->session_) return;
+            conn->session_->deliver_updates();
+            std::string out = conn->session_->take_output();
+            if (!out.empty())
+                asio::post(conn->strand_, [conn, out = std::move(out)]() mutable { conn->enqueue(std::move(out)); });
         });
     });
     enqueue(session_->take_output());  // the greeting

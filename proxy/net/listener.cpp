@@ -79,14 +79,15 @@ void Listeners::start(AcceptOptions options, OnAccept on_accept, int threads) {
     for (std::size_t i = 0; i < acceptors_.size(); ++i) {
         bool proxy = std::any_of(options_.proxy_protocol.begin(), options_.proxy_protocol.end(),
                                  [&](const config::ListenAddress& a) { return a.to_string() == bound_[i]; });
-        asio::co_spawn(io_, accept_loop(*acceptors_[i], implicit_[i], proxy), asio::detached);
+        accept_strands_.push_back(asio::make_strand(io_));
+        asio::co_spawn(accept_strands_.back(), accept_loop(*acceptors_[i], implicit_[i], proxy), asio::detached);
     }
     for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { io_.run(); });
 }
 
 void Listeners::stop() {
-    for (auto& a : acceptors_) {
-        asio::post(io_, [&a] {
+    for (std::size_t i = 0; i < acceptors_.size() && i < accept_strands_.size(); ++i) {
+        asio::post(accept_strands_[i], [a = acceptors_[i].get()] {
             boost::system::error_code ec;
             a->close(ec);
         });
@@ -101,16 +102,18 @@ void Listeners::drain() {
     if (draining_.exchange(true)) return;
     // Closing an acceptor cancels its pending accept (the loop then ends); done on the io_context, which
     // owns the acceptors, and waited for, so no connection is accepted after drain() returns.
-    auto closed = std::make_shared<std::promise<void>>();
-    auto done = closed->get_future();
-    asio::post(io_, [this, closed] {
-        for (auto& a : acceptors_) {
+    std::vector<std::future<void>> done;
+    for (std::size_t i = 0; i < acceptors_.size() && i < accept_strands_.size(); ++i) {
+        auto closed = std::make_shared<std::promise<void>>();
+        done.push_back(closed->get_future());
+        asio::post(accept_strands_[i], [a = acceptors_[i].get(), closed] {
             boost::system::error_code ec;
             a->close(ec);
-        }
-        closed->set_value();
-    });
-    if (!threads_.empty() && !io_.stopped()) done.wait_for(std::chrono::seconds(5));
+            closed->set_value();
+        });
+    }
+    if (!threads_.empty() && !io_.stopped())
+        for (auto& f : done) f.wait_for(std::chrono::seconds(5));
     std::vector<std::shared_ptr<Drainable>> live;
     {
         std::lock_guard lock(tracked_mutex_);

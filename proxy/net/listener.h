@@ -15,6 +15,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/strand.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -139,6 +140,9 @@ private:
     std::atomic<bool> draining_{false};
     boost::asio::io_context io_;
     std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+    // Each accept loop runs on its own strand, and the acceptor is closed on it: an acceptor is not safe
+    // to close on one thread while another starts the next accept.
+    std::vector<boost::asio::strand<boost::asio::io_context::executor_type>> accept_strands_;
     std::vector<bool> implicit_;
     std::vector<std::uint16_t> ports_;
     AcceptOptions options_;

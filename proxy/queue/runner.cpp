@@ -25,12 +25,16 @@ void Runner::start() {
     for (int i = 0; i < std::max(1, options_.workers); ++i) threads_.emplace_back([this] { worker(); });
 }
 
-void Runner::stop() {
+void Runner::request_stop() {
     {
         std::lock_guard lock(mutex_);
         stopping_ = true;
     }
     changed_.notify_all();
+}
+
+void Runner::stop() {
+    request_stop();
     for (auto& t : threads_)
         if (t.joinable()) t.join();
     threads_.clear();
@@ -224,7 +228,8 @@ void Runner::attempt(QueuedMessage& m) {
     // A Message-ID made for this message stays the same on every attempt (and across restarts): the
     // drafts of an interrupted attempt can be found by it.
     mail::PreparePolicy policy = options_.prepare;
-    policy.message_id_seed = options_.hostname + "/" + m.id + "/" + std::to_string(env.received_at);
+    // (Not the host name: a container gets a new one at each restart.)
+    policy.message_id_seed = env.identity.mailbox + "/" + m.id + "/" + std::to_string(env.received_at);
     mail::Prepared prepared = mail::prepare(body, menv, policy);
     if (!prepared.ok()) {
         log::Logger::instance().write(log::Level::Warn, "queue", &ctx, "message refused before sending",
@@ -258,6 +263,17 @@ void Runner::attempt(QueuedMessage& m) {
         if (std::size_t n = release_waiting(env.identity.app))
             log::Logger::instance().write(log::Level::Info, "queue", &ctx, "app reachable again: retrying now",
                                           {{"app", env.identity.app}, {"messages", static_cast<std::uint64_t>(n)}});
+        return;
+    }
+    bool stopping = false;
+    {
+        std::lock_guard lock(mutex_);
+        stopping = stopping_;
+    }
+    if (!r.delivered() && stopping) {
+        // Cut off by the shutdown (or failed while it began): decided at the next start, never bounced
+        // now (a bounce's own store would be aborted too).
+        defer(r.detail, std::nullopt);
         return;
     }
     if (r.outcome == mail::Outcome::Transient && !expired) {

@@ -101,6 +101,7 @@ public:
 
     void start();
     void stop();  // waits for attempts in flight
+    void request_stop();  // no attempt starts after this returns; stop() then waits for those in flight
     void enqueue(QueuedMessage message);
     // Makes a queued message due now. Unknown: not queued here (e.g. moved back from dead/ by the CLI; the
     // caller may enqueue it); InFlight: being attempted right now (its outcome decides what follows).

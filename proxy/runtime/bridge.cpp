@@ -192,6 +192,21 @@ public:
     }
     sync::MailSource& source() { return *source_; }
     mail::DeliveryResult deliver(const mail::Prepared& m, const mail::Deliverer::Drafts& drafts) override {
+        // Drafts (big messages, or recipients the envelope and headers disagree on) need Mail.ReadWrite;
+        // without it Graph answers 403 ErrorAccessDenied, which otherwise means "an admin must fix
+        // something, retry": say what is missing and bounce instead of retrying for the queue lifetime.
+        if (m.mode != mail::Mode::Mime) {
+            auto roles = broker_->known_roles();
+            if (roles && std::find(roles->begin(), roles->end(), "Mail.ReadWrite") == roles->end()) {
+                mail::DeliveryResult r;
+                r.outcome = mail::Outcome::Permanent;
+                r.http_status = 403;
+                r.step = "create draft";
+                r.detail = "this message needs a draft (it is big, or its headers name recipients outside the "
+                           "envelope), and the app registration lacks the Mail.ReadWrite permission that drafts need";
+                return r;
+            }
+        }
         return deliverer_->deliver(m, &drafts);
     }
 
@@ -273,6 +288,7 @@ struct Bridge::Impl {
     // reload_mutex, as is the TLS material.
     mutable std::mutex reload_mutex;
     std::optional<config::Config> reloaded;
+    std::map<std::string, std::string> mailbox_apps;  // the mailboxes IMAP/POP3 read, and through which app
     const config::Config& current() const { return reloaded ? *reloaded : cfg; }
     std::size_t open_sessions() const {
         return (smtp ? smtp->stats().active : 0) + (imap ? imap->stats().active : 0) + (pop3 ? pop3->stats().active : 0);
@@ -446,6 +462,7 @@ Bridge::Bridge(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
             auto it = d.senders.find(account.app);
             if (it == d.senders.end() || d.mail->mailbox(account.mailbox)) continue;
             d.mail->add_mailbox(account.mailbox, it->second->source());
+            d.mailbox_apps.emplace(account.mailbox, account.app);
         }
     }
     if (want_pop3) {
@@ -645,8 +662,9 @@ Bridge::ShutdownReport Bridge::shutdown(std::chrono::milliseconds grace) {
     if (d.smtp) d.smtp->drain();
     if (d.imap) d.imap->drain();
     if (d.pop3) d.pop3->drain();
-    // The queue starts nothing new and waits for its attempts in flight (on its own thread, so the
-    // deadline below can cut them off).
+    // The queue starts nothing new (at once: no attempt may begin after this) and waits for its attempts
+    // in flight (on its own thread, so the deadline below can cut them off).
+    if (d.runner) d.runner->request_stop();
     std::thread queue_stop([&d] {
         if (d.runner) d.runner->stop();
     });
@@ -692,7 +710,12 @@ std::string apps_text(const std::map<std::string, config::AppConfig>& apps) {
     std::string out;
     for (const auto& [name, a] : apps) {
         out += name + "|" + a.tenant_id + "|" + a.client_id + "|" + a.token_endpoint + "|" + a.graph_url + "|" + a.scope +
-               "|" + a.ca_file + "|" + (a.certificate ? a.certificate->keystore + "|" + a.certificate->cert_file + "|" + a.certificate->alias : std::string()) + ";";
+               "|" + a.ca_file + "|" + a.client_secret.describe();
+        if (const auto& c = a.certificate)
+            out += "|" + c->keystore + "|" + c->cert_file + "|" + c->alias + "|" + c->algorithm + "|" + c->thumbprint +
+                   "|" + std::to_string(c->assertion_lifetime) + "|" + c->password.describe() + "|" +
+                   c->key_password.describe() + "|" + c->extra_claims_json;
+        out += ";";
     }
     return out;
 }
@@ -726,7 +749,10 @@ Bridge::ReloadReport Bridge::reload() {
     // The certificate must load before anything changes.
     TlsMaterial tls;
     try {
-        tls = load_or_create_tls(next);
+        // A generated certificate stays where the running bridge keeps it (state_dir needs a restart).
+        config::Config tls_cfg = next;
+        tls_cfg.state_dir = d.cfg.state_dir;
+        tls = load_or_create_tls(tls_cfg);
         (void)net::make_server_tls(tls.cert_chain_pem, tls.key_pem, d.cfg.tls.min_version);
     } catch (const std::exception& e) {
         r.errors.push_back(std::string("[tls]: ") + e.what());
@@ -760,7 +786,13 @@ Bridge::ReloadReport Bridge::reload() {
     if (d.mail) {
         for (const auto& a : next.accounts) {
             std::string mailbox = smtp::lower(a.mailbox);
-            if (!d.mail->mailbox(mailbox)) d.mail->add_mailbox(mailbox, d.senders.at(a.app)->source());
+            auto known = d.mailbox_apps.find(mailbox);
+            if (known == d.mailbox_apps.end()) {
+                d.mail->add_mailbox(mailbox, d.senders.at(a.app)->source());
+                d.mailbox_apps.emplace(mailbox, a.app);
+            } else if (known->second != a.app) {
+                r.needs_restart.push_back("IMAP/POP3 of " + mailbox + " (still read through app " + known->second + ")");
+            }
         }
     }
     if (tls.cert_chain_pem != d.tls.cert_chain_pem || tls.key_pem != d.tls.key_pem) {
