@@ -39,8 +39,14 @@ check = rs.check
 class Conn:
     """A line-oriented client on a real socket (optionally TLS from the start)."""
 
-    def __init__(self, port, tls_ctx=None, timeout=20):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, tls_ctx=None, timeout=20, rcvbuf=None):
+        if rcvbuf:  # set before connecting, so the window the server sees stays small
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if tls_ctx:
             self.sock = tls_ctx.wrap_socket(self.sock, server_hostname="localhost")
         self.buf = b""
@@ -120,8 +126,8 @@ def smtp_send(c, frm, to, subject, expect="250"):
     return c.until(lambda l: len(l) >= 4 and l[3] == " ")[-1]
 
 
-def imap_session(t, login):
-    c = Conn(t.imap_port)
+def imap_session(t, login, rcvbuf=None):
+    c = Conn(t.imap_port, rcvbuf=rcvbuf)
     check(c.line().startswith("* OK"), "IMAP greeting")
     c.send("a1 LOGIN %s \"%s\"\r\n" % (login, t.password(login)))
     r = c.until(lambda l: l.startswith("a1 "))[-1]
@@ -360,6 +366,21 @@ def scenario_shutdown(t):
     check(busy_imap.line().startswith("+"), "APPEND literal continuation")
     busy_imap.send(literal[:1000])
     idle_pop = pop3_session(t, "bob")
+    # A client that asked for a 230 KB message (below the 256 KB the bridge queues before it stops reading)
+    # and is not reading yet: its response is on its way when SIGTERM comes; it must arrive whole, then
+    # the BYE. (On loopback the kernel's send buffer takes all of it at once, so this does not catch a
+    # drain that cancels a write still in progress; that needs smaller buffers than Linux gives here.)
+    big_subject = "big at SIGTERM " + uuid.uuid4().hex[:8]
+    filler = "".join("line %06d of a long message that a slow client reads after SIGTERM\r\n" % i for i in range(3300))
+    t.admin("/sandbox/mailboxes/alice@sandbox.test/messages?folder=inbox&read=false",
+            raw=("From: bob@sandbox.test\r\nTo: alice@sandbox.test\r\nSubject: %s\r\n\r\n%s" %
+                 (big_subject, filler)).encode())
+    slow = imap_session(t, "alice", rcvbuf=4096)
+    lines = imap_cmd(slow, "s1", "SELECT INBOX")
+    exists = [int(l.split()[1]) for l in lines if l.endswith(" EXISTS")]
+    check(exists and exists[0] >= 1, "alice's Inbox has the big message (%s)" % exists)
+    slow.send("f1 FETCH %d BODY.PEEK[]\r\n" % exists[0])
+    time.sleep(1.0)  # the bridge fetches it from Graph and queues the response; nobody reads it yet
     time.sleep(0.3)
 
     start = time.time()
@@ -373,6 +394,20 @@ def scenario_shutdown(t):
     r = idle_pop.line(10)
     check(r.startswith("-ERR") and "shutting down" in r, "an idle POP3 session is told (%s)" % r)
     check(idle_pop.closed(), "and is closed")
+    got = b""
+    slow.sock.settimeout(20)
+    try:
+        while True:
+            chunk = slow.sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except OSError:
+        pass
+    text = slow.buf + got
+    check(filler.encode()[-200:] in text, "the response being written at SIGTERM arrives whole (%d bytes)" % len(text))
+    check(b"\r\nf1 OK" in text and text.rstrip().split(b"\r\n")[-1].startswith(b"* BYE"),
+          "with its tagged OK, then BYE (%r)" % text[-120:])
     try:
         socket.create_connection(("127.0.0.1", t.smtp_port), timeout=2).close()
         refused = False
@@ -413,7 +448,7 @@ def scenario_shutdown(t):
           "the message accepted during the drain is delivered")
     time.sleep(2)
     check(count_subject(t, "bob@sandbox.test", subject) == 1, "exactly once")
-    for c in (idle_smtp, busy_smtp, idle_imap, busy_imap, idle_pop):
+    for c in (idle_smtp, busy_smtp, idle_imap, busy_imap, idle_pop, slow):
         c.close()
 
 
@@ -444,7 +479,8 @@ def scenario_shutdown_bound(t):
         code = None
     took = time.time() - start
     check(code == 0, "the bridge exits 0 (%s)" % code)
-    check(took < 5, "within the 2 s bound plus the abort (%.1f s; the Graph call would hold 20 s)" % took)
+    # 2 s bound + up to 1 s for the abort (+ slack for sanitizer builds); the Graph call would hold 20 s.
+    check(took < 8, "within the 2 s bound plus the abort (%.1f s; the Graph call would hold 20 s)" % took)
     log = open(t.bridge_log).read()
     check("aborting Graph requests in flight" in log, "the log names the aborted delivery")
     check("closing sessions still in a transaction" in log, "and the session cut off")
