@@ -73,6 +73,15 @@ FailureKind classify(int status, std::string_view code) {
     return FailureKind::Permanent;
 }
 
+std::string internet_message_id_filter(std::string_view message_id) {
+    std::string filter = "internetMessageId eq '";
+    for (char c : message_id) {
+        if (c == '\'') filter.push_back('\'');
+        filter.push_back(c);
+    }
+    return filter + "'";
+}
+
 std::optional<std::int64_t> parse_retry_after(std::string_view value, std::int64_t now_unix) {
     while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
     while (!value.empty() && value.back() == ' ') value.remove_suffix(1);

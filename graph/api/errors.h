@@ -35,6 +35,10 @@ std::optional<GraphError> parse_graph_error(std::string_view body);
 enum class FailureKind { Throttled, Transient, Auth, Permanent };
 FailureKind classify(int http_status, std::string_view graph_code);
 
+// The OData $filter selecting messages by Message-ID: internetMessageId eq '<id>' (a quote in the id
+// doubled, as OData string literals want). Not URL-encoded.
+std::string internet_message_id_filter(std::string_view message_id);
+
 // Retry-After (RFC 9110: delay-seconds or an HTTP-date); nullopt if absent or unparsable.
 // Only the delay-seconds form is used by Graph; dates are converted against now_unix.
 std::optional<std::int64_t> parse_retry_after(std::string_view value, std::int64_t now_unix);

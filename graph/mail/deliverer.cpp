@@ -325,15 +325,10 @@ DeliveryResult Deliverer::deliver(const Prepared& message, const Drafts* drafts)
         }
     }
     if (drafts && drafts->previous.empty() && drafts->check_orphans && message.message_id_made) {
-        std::string literal;
-        for (char c : message.message_id) {
-            if (c == '\'') literal.push_back('\'');
-            literal.push_back(c);
-        }
         http::Request q;
         q.method = "GET";
         q.url = base + "/mailFolders/drafts/messages?$select=id,isDraft&$top=10&$filter=" +
-                url_encode("internetMessageId eq '" + literal + "'");
+                url_encode(graph::internet_message_id_filter(message.message_id));
         auto found = call(std::move(q));
         if (found.response.status == 200) {
             for (const auto& id : draft_ids(found.response.body)) {

@@ -514,11 +514,8 @@ Prepared prepare(const std::string& raw_mime, const Envelope& env, const Prepare
         edits.append.push_back("Message-ID: " + out.message_id);
         out.notes.push_back("added Message-ID");
     } else {
-        std::string v(value_of(ids.front()));
-        // Unfolded and trimmed; only a plain <left@right> is usable for a lookup.
-        v.erase(std::remove_if(v.begin(), v.end(), [](char c) { return c == '\r' || c == '\n'; }), v.end());
-        auto b = v.find_first_not_of(" \t"), e = v.find_last_not_of(" \t");
-        if (b != std::string::npos) v = v.substr(b, e - b + 1);
+        // Trimmed (a fold before it included); only a plain <left@right> is usable for a lookup.
+        std::string v(trim(value_of(ids.front())));
         bool plain = v.size() > 2 && v.size() <= 500 && v.front() == '<' && v.back() == '>' &&
                      std::all_of(v.begin(), v.end(), [](char c) { return c > ' ' && c < 127; });
         if (plain) out.message_id = v;

@@ -391,9 +391,8 @@ void ImapServer::start() {
 
 void ImapServer::drain() { impl_->listeners.drain(); }
 
-void ImapServer::reload_tls(const std::string& cert_pem, const std::string& key_pem) {
-    if (!impl_->tls.available()) return;
-    impl_->tls.set(net::make_server_tls(cert_pem, key_pem, impl_->options.tls_min_version));
+void ImapServer::set_tls(std::shared_ptr<asio::ssl::context> tls) {
+    impl_->tls.replace(std::move(tls));
 }
 
 void ImapServer::stop() {

@@ -19,6 +19,10 @@
 #include "proxy/config/config.h"
 #include "proxy/imap/session.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace gb::imap {
 
 struct ServerOptions {
@@ -54,9 +58,9 @@ public:
     // Graceful shutdown: stops accepting; sessions between commands (or in IDLE) get "* BYE" now, the
     // others once their command is answered (stats().active counts those still open).
     void drain();
-    // New TLS connections use this certificate chain and key (PEM); those open keep theirs. Throws
-    // (keeping the old one) when they do not load.
-    void reload_tls(const std::string& cert_pem, const std::string& key_pem);
+    // New TLS connections use this context (net::make_server_tls: a reloaded certificate); those open keep
+    // theirs. Ignored when the server started without TLS (it has no TLS listeners either).
+    void set_tls(std::shared_ptr<boost::asio::ssl::context> tls);
     std::vector<std::uint16_t> ports() const;  // listen, then tls_listen
     ServerStats stats() const;
 

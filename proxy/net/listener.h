@@ -58,6 +58,12 @@ public:
         return ctx_;
     }
     bool available() const { return get() != nullptr; }
+    // A reload: the new context, unless TLS was not configured at start (then there are no TLS
+    // listeners, and STARTTLS is not offered: it stays off).
+    void replace(std::shared_ptr<boost::asio::ssl::context> ctx) {
+        std::lock_guard lock(mutex_);
+        if (ctx_) ctx_ = std::move(ctx);
+    }
 
 private:
     mutable std::mutex mutex_;

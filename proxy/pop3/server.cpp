@@ -468,9 +468,8 @@ void Pop3Server::start() {
 
 void Pop3Server::drain() { impl_->listeners.drain(); }
 
-void Pop3Server::reload_tls(const std::string& cert_pem, const std::string& key_pem) {
-    if (!impl_->tls.available()) return;
-    impl_->tls.set(net::make_server_tls(cert_pem, key_pem, impl_->options.tls_min_version));
+void Pop3Server::set_tls(std::shared_ptr<asio::ssl::context> tls) {
+    impl_->tls.replace(std::move(tls));
 }
 
 void Pop3Server::stop() {

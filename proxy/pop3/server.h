@@ -23,6 +23,10 @@
 #include "proxy/config/config.h"
 #include "proxy/smtp/policy.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace gb::pop3 {
 
 // One message of an account's maildrop as the provider lists it.
@@ -108,9 +112,9 @@ public:
     // Graceful shutdown: stops accepting; sessions between commands get "-ERR [SYS/TEMP] Server shutting
     // down" now (no UPDATE: nothing is deleted), the others once their command is answered.
     void drain();
-    // New TLS connections use this certificate chain and key (PEM); those open keep theirs. Throws
-    // (keeping the old one) when they do not load.
-    void reload_tls(const std::string& cert_pem, const std::string& key_pem);
+    // New TLS connections use this context (net::make_server_tls: a reloaded certificate); those open keep
+    // theirs. Ignored when the server started without TLS (it has no TLS listeners either).
+    void set_tls(std::shared_ptr<boost::asio::ssl::context> tls);
     // Bound ports, in the order of options.listen then options.tls_listen.
     std::vector<std::uint16_t> ports() const;
     ServerStats stats() const;

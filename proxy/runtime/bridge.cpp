@@ -195,17 +195,14 @@ public:
         // Drafts (big messages, or recipients the envelope and headers disagree on) need Mail.ReadWrite;
         // without it Graph answers 403 ErrorAccessDenied, which otherwise means "an admin must fix
         // something, retry": say what is missing and bounce instead of retrying for the queue lifetime.
-        if (m.mode != mail::Mode::Mime) {
-            auto roles = broker_->known_roles();
-            if (roles && std::find(roles->begin(), roles->end(), "Mail.ReadWrite") == roles->end()) {
-                mail::DeliveryResult r;
-                r.outcome = mail::Outcome::Permanent;
-                r.http_status = 403;
-                r.step = "create draft";
-                r.detail = "this message needs a draft (it is big, or its headers name recipients outside the "
-                           "envelope), and the app registration lacks the Mail.ReadWrite permission that drafts need";
-                return r;
-            }
+        if (m.mode != mail::Mode::Mime && known_to_lack("Mail.ReadWrite")) {
+            mail::DeliveryResult r;
+            r.outcome = mail::Outcome::Permanent;
+            r.http_status = 403;
+            r.step = "create draft";
+            r.detail = "this message needs a draft (it is big, or its headers name recipients outside the "
+                       "envelope), and the app registration lacks the Mail.ReadWrite permission that drafts need";
+            return r;
         }
         return deliverer_->deliver(m, &drafts);
     }
@@ -214,10 +211,7 @@ public:
     // sessions): a message whose base64 exceeds the request limit can never be sent, so the SMTP side
     // refuses it up front. Unknown until the first token (then no cap: it bounces if it must).
     std::optional<smtp::SizeCap> size_cap(const mail::PreparePolicy& prepare) const {
-        auto roles = broker_->known_roles();
-        if (!roles) return std::nullopt;
-        for (const auto& r : *roles)
-            if (r == "Mail.ReadWrite") return std::nullopt;
+        if (!known_to_lack("Mail.ReadWrite")) return std::nullopt;
         // base64 is 4/3 of the MIME; keep 64 KiB for the headers prepare() may add (Bcc, Date, Message-ID).
         std::uint64_t limit = prepare.max_request_body / 4 * 3 - 64 * 1024;
         return smtp::SizeCap{limit, fmt::format("Message too big for this sender: the app registration lacks the "
@@ -225,6 +219,11 @@ public:
                                                 limit)};
     }
     auth::TokenBroker::Status token_status() const { return broker_->status(); }
+    // The last token's roles are known and do not include `role` (false before the first token).
+    bool known_to_lack(std::string_view role) const {
+        auto roles = broker_->known_roles();
+        return roles && std::find(roles->begin(), roles->end(), role) == roles->end();
+    }
     // Shutdown past its grace period: Graph and token requests in progress end now (with an error).
     void abort_requests() { http_->abort_transfers(); }
     // Gets the first token in the background (so size_cap() and problems are known early).
@@ -748,12 +747,13 @@ Bridge::ReloadReport Bridge::reload() {
                                "\" was not there at start (adding an app needs a restart)");
     // The certificate must load before anything changes.
     TlsMaterial tls;
+    std::shared_ptr<boost::asio::ssl::context> tls_context;  // one for the three servers
     try {
         // A generated certificate stays where the running bridge keeps it (state_dir needs a restart).
         config::Config tls_cfg = next;
         tls_cfg.state_dir = d.cfg.state_dir;
         tls = load_or_create_tls(tls_cfg);
-        (void)net::make_server_tls(tls.cert_chain_pem, tls.key_pem, d.cfg.tls.min_version);
+        tls_context = net::make_server_tls(tls.cert_chain_pem, tls.key_pem, d.cfg.tls.min_version);
     } catch (const std::exception& e) {
         r.errors.push_back(std::string("[tls]: ") + e.what());
     }
@@ -796,9 +796,9 @@ Bridge::ReloadReport Bridge::reload() {
         }
     }
     if (tls.cert_chain_pem != d.tls.cert_chain_pem || tls.key_pem != d.tls.key_pem) {
-        if (d.smtp) d.smtp->reload_tls(tls.cert_chain_pem, tls.key_pem);
-        if (d.imap) d.imap->reload_tls(tls.cert_chain_pem, tls.key_pem);
-        if (d.pop3) d.pop3->reload_tls(tls.cert_chain_pem, tls.key_pem);
+        if (d.smtp) d.smtp->set_tls(tls_context);
+        if (d.imap) d.imap->set_tls(tls_context);
+        if (d.pop3) d.pop3->set_tls(tls_context);
         r.applied.push_back("TLS certificate: reloaded from " + tls.cert_path);
         d.tls = tls;
     } else {

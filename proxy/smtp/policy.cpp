@@ -44,12 +44,15 @@ std::shared_ptr<const Policy::Rules> Policy::rules() const {
     return rules_;
 }
 
-bool Policy::still_valid(const Account& account) const {
-    auto rules = this->rules();
-    auto it = rules->accounts.find(account.login);
-    return it != rules->accounts.end() && it->second.password_hash == account.password_hash &&
-           it->second.app == account.app && it->second.mailbox == account.mailbox;
+const Account* Policy::Rules::unchanged(const Account& account) const {
+    auto it = accounts.find(account.login);
+    if (it == accounts.end() || it->second.password_hash != account.password_hash || it->second.app != account.app ||
+        it->second.mailbox != account.mailbox)
+        return nullptr;
+    return &it->second;
 }
+
+bool Policy::still_valid(const Account& account) const { return rules()->unchanged(account) != nullptr; }
 
 // First come, first served: ticket t may start once all but kMaxConcurrentChecks - 1 of the checks before
 // it have finished, so at most kMaxConcurrentChecks run, and a flood of IMAP logins cannot keep an SMTP
@@ -106,12 +109,11 @@ Decision Policy::mail_from(const std::optional<Account>& account, const std::str
     if (account) {
         // The rules of now, not of the login: a reload may have removed the account, changed its
         // password (the session must log in again) or its send-as list (applies at once).
-        auto it = rules->accounts.find(account->login);
-        if (it == rules->accounts.end() || it->second.password_hash != account->password_hash ||
-            it->second.app != account->app || it->second.mailbox != account->mailbox)
+        const Account* current = rules->unchanged(*account);
+        if (!current)
             return {false, 530, "5.7.0", "Authentication required: the account changed since this session logged in",
                     std::nullopt};
-        const Account& now = it->second;
+        const Account& now = *current;
         bool allowed = from.empty() || std::find(now.send_as.begin(), now.send_as.end(), from) != now.send_as.end();
         if (!allowed)
             return {false, 553, "5.7.1",

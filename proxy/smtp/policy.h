@@ -90,6 +90,9 @@ private:
     struct Rules {
         std::map<std::string, Account> accounts;  // by login
         std::vector<config::RelayConfig> relays;
+        // The account as it is now, if a session that logged in as `account` may still act for it (same
+        // login, password hash, app and mailbox); nullptr otherwise.
+        const Account* unchanged(const Account& account) const;
     };
     static std::shared_ptr<const Rules> make_rules(const config::Config& cfg);
     std::shared_ptr<const Rules> rules() const;

@@ -403,9 +403,8 @@ void SmtpServer::start() {
 
 void SmtpServer::drain() { impl_->listeners.drain(); }
 
-void SmtpServer::reload_tls(const std::string& cert_pem, const std::string& key_pem) {
-    if (!impl_->tls.available()) return;  // TLS was not configured at start (no TLS listeners either)
-    impl_->tls.set(net::make_server_tls(cert_pem, key_pem, impl_->options.tls_min_version));
+void SmtpServer::set_tls(std::shared_ptr<asio::ssl::context> tls) {
+    impl_->tls.replace(std::move(tls));
 }
 
 void SmtpServer::stop() {

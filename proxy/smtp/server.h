@@ -22,6 +22,10 @@
 #include "proxy/config/config.h"
 #include "proxy/smtp/policy.h"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace gb::smtp {
 
 // What the spool needs to know about an accepted message.
@@ -106,9 +110,9 @@ public:
     // Ends the sessions still open (after drain(): those that did not finish in time) and joins the
     // threads. A message not yet answered 250 is not accepted: the client sends it again.
     void stop();
-    // New TLS connections use this certificate chain and key (PEM); those open keep theirs. Throws
-    // (keeping the old one) when they do not load.
-    void reload_tls(const std::string& cert_pem, const std::string& key_pem);
+    // New TLS connections use this context (net::make_server_tls: a reloaded certificate); those open keep
+    // theirs. Ignored when the server started without TLS (it has no TLS listeners either).
+    void set_tls(std::shared_ptr<boost::asio::ssl::context> tls);
     // Bound ports, in the order of options.listen then options.tls_listen.
     std::vector<std::uint16_t> ports() const;
     ServerStats stats() const;

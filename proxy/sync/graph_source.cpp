@@ -401,13 +401,8 @@ SourceResult<RemoteMessage> GraphSource::create(const std::string& mailbox, cons
 
 SourceResult<std::string> GraphSource::find_by_message_id(const std::string& mailbox, const std::string& folder_id,
                                                           const std::string& message_id) {
-    std::string literal;
-    for (char c : message_id) {
-        if (c == '\'') literal.push_back('\'');
-        literal.push_back(c);
-    }
     auto r = get(user_path(mailbox) + "/mailFolders/" + url_encode(folder_id) + "/messages?$select=id&$top=2&$filter=" +
-                 url_encode("internetMessageId eq '" + literal + "'"));
+                 url_encode(graph::internet_message_id_filter(message_id)));
     if (r.response.status != 200) return error_of(r);
     rapidjson::Document d;
     d.Parse(r.response.body.data(), r.response.body.size());
